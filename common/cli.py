@@ -1,0 +1,72 @@
+"""Command-line flags shared by every training script, and the fix_hp they imply.
+
+A script builds its parser with `train_parser(recipe defaults)`, adds its own recipe
+flags, and reports as fix_hp every recipe value the user changed from those defaults.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from common.device import PRECISIONS
+from common.errors import UserError
+
+# recipe hyper-parameters and their short names in the fix_hp column
+HP_NAMES = {
+    "batch_size": "bs", "lr": "lr", "momentum": "momentum", "weight_decay": "wd",
+    "epochs": "epochs", "image_size": "img", "grad_accum": "accum",
+    "label_smoothing": "ls", "lr_step_epochs": "lr_step", "lr_gamma": "lr_gamma",
+    "mixup_alpha": "mixup", "cutmix_alpha": "cutmix", "clip_grad": "clip",
+    "warmup_epochs": "warmup_ep",
+}
+
+
+def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=224,
+                 warmup_steps=5):
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--data-dir", help="ImageNet root holding train/ and val/")
+    data.add_argument("--synthetic", action="store_true",
+                      help="random batches made once on the device: compute speed only, no acc")
+    a("--batch-size", type=int, default=batch_size, help="per device")
+    a("--lr", type=float, default=lr)
+    a("--epochs", type=int, default=epochs)
+    a("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
+    a("--precision", choices=PRECISIONS, default="fp32",
+      help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), bf16 (autocast)")
+    a("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    a("--image-size", type=int, default=image_size, help="training crop; eval crop too")
+    a("--workers", type=int, default=8, help="data loader processes per rank")
+    a("--seed", type=int, default=0)
+    a("--warmup-steps", type=int, default=warmup_steps,
+      help="optimizer steps run before the clocks start; counted in no figure")
+    a("--target-acc", type=float, default=target_acc, help="stop at this top-1 (percent)")
+    a("--eval-every", type=int, default=1, help="evaluate every N epochs (0: never)")
+    a("--print-freq", type=int, default=10, help="progress line every N steps")
+    a("--device", default="auto", help="torch device type (cuda, cpu, ...); auto picks")
+    a("--synthetic-steps", type=int, default=100, help="steps per epoch with --synthetic")
+    a("--num-classes", type=int, default=1000, help="with --synthetic")
+    a("--out", default="runs", help="directory for the JSON result record")
+    a("--lang", choices=("en", "zh"), default="en", help="labels of the printed table row")
+    a("--debug", action="store_true", help="show the traceback of a user error")
+    return p
+
+
+def entry(main, parser, argv=None):
+    """Parse flags and run main(args, parser); a UserError ends in one line and exit 2."""
+    args = parser.parse_args(argv)
+    try:
+        return main(args, parser)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def fix_hp(args, parser):
+    """{short name: value} of the recipe values this run overrides, in flag order."""
+    return {HP_NAMES[k]: v for k, v in vars(args).items()
+            if k in HP_NAMES and v != parser.get_default(k)}

@@ -1,0 +1,160 @@
+"""The training clocks of METRICS.md, in one place.
+
+    whole  wall time of the timed region (evaluations and checkpoints included)
+    train  whole minus evaluation and checkpoint time (data loading stays in)
+    core   sum of per-step compute times: batch on the device -> optimizer step done
+
+The timed region starts once `warmup_steps` optimizer steps are done; their images and
+time count nowhere. Every wall clock is read after `synchronize()`. Per-step core
+times come from device events where the device has them (no stall between steps) and
+from synchronize + perf_counter where it does not.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from contextlib import contextmanager
+
+from common import dist
+
+
+def process_age():
+    """Seconds since this process started (Linux), so e2e_time covers imports too."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+# the e2e clock starts when the process did, not when this module was imported
+E2E_START = time.perf_counter() - process_age()
+
+
+def e2e_time():
+    return time.perf_counter() - E2E_START
+
+
+def percentiles(values, qs=(50, 90, 99)):
+    """Nearest-rank percentiles of a list, {} when empty."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {f"p{q}": ordered[min(len(ordered) - 1, max(0, -(-q * len(ordered) // 100) - 1))]
+            for q in qs}
+
+
+class TrainClocks:
+    """Call `begin_step()` once the batch is on the device, `end_step(images, last)`
+    after each backward (last=True once the optimizer step is done), and wrap
+    evaluation and checkpointing in `paused("eval")` / `paused("checkpoint")`."""
+
+    _FLUSH_EVERY = 256  # resolve device events now and then so they do not pile up
+
+    def __init__(self, device, warmup_steps):
+        self.device = device
+        self.warmup_steps = warmup_steps
+        self.steps = 0           # optimizer steps so far, warm-up included
+        self.images = 0          # images in the timed region
+        self.region_start = None
+        self.paused_s = {"eval": 0.0, "checkpoint": 0.0}
+        self.step_times = []     # seconds per optimizer step in the timed region
+        self._pending = []       # (start, end) events not yet resolved
+        self._step_s = 0.0       # core time of the optimizer step in progress
+        self._t = None
+        if warmup_steps == 0:
+            self._start_region()
+
+    @property
+    def timing(self):
+        return self.region_start is not None
+
+    def _start_region(self):
+        self.device.synchronize()
+        self.region_start = time.perf_counter()
+
+    def begin_step(self):
+        if not self.timing:
+            return
+        event = self.device.timing_event()
+        if event is not None:
+            event.record()
+            self._t = event
+        else:
+            self.device.synchronize()
+            self._t = time.perf_counter()
+
+    def end_step(self, images, last=True):
+        if self.timing:
+            self.images += images
+            if isinstance(self._t, float):
+                self.device.synchronize()
+                self._step_s += time.perf_counter() - self._t
+            else:
+                end = self.device.timing_event()
+                end.record()
+                self._pending.append((self._t, end))
+        if not last:
+            return
+        if self.timing:
+            if self._pending:
+                self._pending.append(None)  # marks the end of one optimizer step
+                if len(self._pending) > self._FLUSH_EVERY:
+                    self._flush()
+            else:
+                self.step_times.append(self._step_s)
+                self._step_s = 0.0
+        self.steps += 1
+        if self.steps == self.warmup_steps:
+            self._start_region()
+
+    def _flush(self):
+        self.device.synchronize()
+        for item in self._pending:
+            if item is None:
+                self.step_times.append(self._step_s)
+                self._step_s = 0.0
+            else:
+                self._step_s += item[0].elapsed_time(item[1]) / 1000.0
+        self._pending = []
+
+    @contextmanager
+    def paused(self, what):
+        """Time spent inside counts as `what` (eval or checkpoint), not as training."""
+        if not self.timing:
+            yield
+            return
+        self.device.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.device.synchronize()
+            self.paused_s[what] += time.perf_counter() - t0
+
+    def figures(self, run):
+        """p_whole, p_train, p_core (img/s): images summed over ranks, each time the
+        slowest rank's. Empty figures when the run never left warm-up."""
+        self._flush()
+        if not self.timing:
+            return {"images": 0}
+        whole = time.perf_counter() - self.region_start
+        paused = self.paused_s["eval"] + self.paused_s["checkpoint"]
+        core = sum(self.step_times)
+        (images,) = dist.sum_all(run, [self.images])
+        whole, train, core, eval_s, ckpt_s = dist.max_all(
+            run, [whole, whole - paused, core, self.paused_s["eval"], self.paused_s["checkpoint"]])
+        rate = lambda t: images / t if t > 0 else None  # noqa: E731
+        return {
+            "images": int(images),
+            "timed_steps": len(self.step_times),
+            "whole_s": whole, "train_s": train, "core_s": core,
+            "eval_s": eval_s, "checkpoint_s": ckpt_s,
+            "p_whole": rate(whole), "p_train": rate(train), "p_core": rate(core),
+            "step_core_ms": {k: v * 1000 for k, v in percentiles(self.step_times).items()},
+            "step_core_ms_mean": statistics.fmean(self.step_times) * 1000 if self.step_times else None,
+        }

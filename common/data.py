@@ -1,0 +1,167 @@
+"""ImageNet input for training and evaluation.
+
+The layout is the one `extract_ILSVRC.sh` makes: DATA/train/<class>/*.JPEG and
+DATA/val/<class>/*.JPEG. Workers decode and crop to uint8 tensors (4x less to pin
+and copy than float); conversion and normalisation happen on the device, as one
+batch operation. Training shards with DistributedSampler; evaluation shards without
+padding, so every validation image is seen exactly once across ranks.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.utils.data as tud
+import torchvision
+from torchvision.transforms import v2
+
+from common.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DataError(UserError):
+    """Something about the dataset the user can fix; the message says what."""
+
+
+# transform presets: PIL image in, uint8 CHW tensor out
+
+def train_transform(crop_size, *, hflip=True, randaugment_magnitude=None):
+    steps = [v2.RandomResizedCrop(crop_size, antialias=True)]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if randaugment_magnitude is not None:
+        steps.append(v2.RandAugment(magnitude=randaugment_magnitude))
+    return v2.Compose(steps + [v2.PILToTensor()])
+
+
+def eval_transform(crop_size, *, resize_size=None):
+    # the classic 256 -> 224 ratio unless the recipe says otherwise
+    resize_size = resize_size or round(crop_size * 256 / 224)
+    return v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size),
+                       v2.PILToTensor()])
+
+
+def image_folder(data_dir, split, transform):
+    """ImageFolder for DATA/<split>, with one-line errors for the usual mistakes."""
+    if not os.path.isdir(data_dir):
+        raise DataError(f"--data-dir {data_dir}: no such directory; point it at the folder "
+                        f"that holds train/ and val/ (or use --synthetic)")
+    root = os.path.join(data_dir, split)
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: missing; --data-dir must hold train/ and val/ with one "
+                        f"folder per class (the layout extract_ILSVRC.sh makes)")
+    try:
+        return torchvision.datasets.ImageFolder(root, transform=transform)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f"{root}: {e}") from None
+
+
+def check_same_classes(train_set, val_set):
+    if train_set.classes != val_set.classes:
+        only_val = sorted(set(val_set.classes) - set(train_set.classes))[:3]
+        only_train = sorted(set(train_set.classes) - set(val_set.classes))[:3]
+        raise DataError(f"{val_set.root}: its class folders differ from {train_set.root} "
+                        f"(only in val: {only_val}, only in train: {only_train}); both splits "
+                        f"need the same class folders")
+
+
+class ShardSampler(tud.Sampler):
+    """Every index once over all ranks, no padding: rank r takes r, r+W, r+2W, ..."""
+
+    def __init__(self, n, rank, world_size):
+        self.indices = range(rank, n, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def _loader(dataset, batch_size, sampler, workers, run, drop_last):
+    return tud.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=run.device.type != "cpu", drop_last=drop_last,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+
+
+def train_loader(dataset, batch_size, workers, run, seed=0):
+    if len(dataset) // run.world_size < batch_size:
+        raise DataError(f"--batch-size {batch_size}: larger than the {len(dataset)} training "
+                        f"images give each of {run.world_size} ranks; use a smaller batch")
+    sampler = tud.DistributedSampler(dataset, num_replicas=run.world_size, rank=run.rank,
+                                     shuffle=True, seed=seed, drop_last=True)
+    # full batches only: every timed step does the same work
+    return _loader(dataset, batch_size, sampler, workers, run, drop_last=True)
+
+
+def eval_loader(dataset, batch_size, workers, run):
+    sampler = ShardSampler(len(dataset), run.rank, run.world_size)
+    return _loader(dataset, batch_size, sampler, workers, run, drop_last=False)
+
+
+class SyntheticLoader:
+    """One random batch made once on the device, served `steps` times per epoch:
+    measures p_core with no dataset and no input pipeline."""
+
+    def __init__(self, batch_size, image_size, num_classes, steps, device, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.batch = (
+            torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8,
+                          generator=g).to(device),
+            torch.randint(0, num_classes, (batch_size,), generator=g).to(device))
+        self.steps = steps
+        self.sampler = None
+
+    def __iter__(self):
+        return (self.batch for _ in range(self.steps))
+
+    def __len__(self):
+        return self.steps
+
+
+def loaders(args, run, train_tf, eval_tf):
+    """(train loader, val loader or None, number of classes) for --data-dir or --synthetic."""
+    if args.synthetic:
+        train = SyntheticLoader(args.batch_size, args.image_size, args.num_classes,
+                                args.synthetic_steps, run.device.torch_device, args.seed)
+        return train, None, args.num_classes
+    if not args.data_dir:
+        raise DataError("no data: give --data-dir DIR (train/ and val/ inside) or --synthetic")
+    train_set = image_folder(args.data_dir, "train", train_tf)
+    val_set = image_folder(args.data_dir, "val", eval_tf)
+    check_same_classes(train_set, val_set)
+    return (train_loader(train_set, args.batch_size, args.workers, run, args.seed),
+            eval_loader(val_set, args.batch_size, args.workers, run),
+            len(train_set.classes))
+
+
+def imagenet_inputs(args, run, randaugment_magnitude=None):
+    """Loaders with the classic ImageNet presets (RandomResizedCrop + flip / Resize +
+    CenterCrop at --image-size) and the on-device normaliser that goes with them."""
+    train, val, num_classes = loaders(
+        args, run,
+        train_transform(args.image_size, randaugment_magnitude=randaugment_magnitude),
+        eval_transform(args.image_size))
+    normalize = normalizer(IMAGENET_MEAN, IMAGENET_STD, run.device.torch_device,
+                           args.channels_last)
+    return train, val, num_classes, normalize
+
+
+def to_device(batch, run):
+    """Start the host -> device copy of (images, labels); it overlaps with queued work."""
+    dev = run.device.torch_device
+    return tuple(t.to(dev, non_blocking=True) for t in batch)
+
+
+def normalizer(mean, std, device, channels_last=False):
+    """On-device uint8 (B, 3, H, W) -> normalised float32 in the model's memory format."""
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def normalize(images):
+        return ((images.float() - m) / s).contiguous(memory_format=fmt)
+    return normalize

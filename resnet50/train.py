@@ -1,0 +1,52 @@
+"""ResNet50 training on ImageNet-1k, the FlagPerf recipe (seed case 000).
+
+torchvision resnet50 from scratch; SGD lr 0.1, momentum 0.9, weight decay 1e-4;
+StepLR x0.1 every 30 epochs; batch 32 per device; RandomResizedCrop 224 + flip for
+training, Resize 256 + CenterCrop 224 for evaluation; evaluate every epoch; stop at
+top-1 75.5 or after the epoch limit.
+
+    torchrun --nproc_per_node 8 resnet50/train.py --data-dir /data/imagenet
+    torchrun --nproc_per_node 8 resnet50/train.py --data-dir /data/imagenet --batch-size 256 --lr 0.8
+    python resnet50/train.py --synthetic --batch-size 256 --precision amp --channels-last
+    torchrun --nnodes 2 --node-rank 0 --master-addr HOST --nproc_per_node 8 resnet50/train.py ...
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+import torch
+import torchvision
+
+from common import cli, data, dist, report, train_loop
+
+
+def get_args_parser():
+    p = cli.train_parser(__doc__, batch_size=32, lr=0.1, epochs=90, target_acc=75.5)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--lr-step-epochs", type=int, default=30)
+    p.add_argument("--lr-gamma", type=float, default=0.1)
+    return p
+
+
+def main(args, parser):
+    run = dist.start(args)
+    train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(args, run)
+    model, flops = train_loop.place_model(
+        torchvision.models.resnet50(num_classes=num_classes), args, run)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_epochs, args.lr_gamma)
+
+    figures = train_loop.train(
+        run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
+        normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
+        scheduler=scheduler, scheduler_per="epoch")
+
+    report.conclude_training(run, args, parser, "resnet50", figures, flops)
+
+
+if __name__ == "__main__":
+    parser = get_args_parser()
+    cli.entry(main, parser)

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Run every benchmark case and print the result tables.
+#
+#   bash run_all.sh                                  # quick: small generated dataset, small images
+#   DATA_DIR=/data/imagenet bash run_all.sh          # the real cases, every device of this node
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 DATA_DIR=/data/imagenet bash run_all.sh  # on each node
+#
+# Environment: DATA_DIR, NPROC (devices per node; default all), NNODES, NODE_RANK,
+# MASTER_ADDR, MASTER_PORT (passed to torchrun), OUT (record directory),
+# TABLE_LANG (en|zh), CASES (e.g. "resnet50_train"), EXTRA_ARGS (appended to every case).
+set -u
+cd "$(dirname "$0")"
+source common/setup_env.sh
+
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_PORT=${MASTER_PORT:-29500}
+NPROC=${NPROC:-$("$PY" -c "from common.device import local_device_count; print(local_device_count())")}
+OUT=${OUT:-runs/$(date +%Y%m%d-%H%M%S)}
+TABLE_LANG=${TABLE_LANG:-en}
+EXTRA_ARGS=${EXTRA_ARGS:-}
+
+if [ -n "${DATA_DIR:-}" ]; then
+  MODE=real
+  DATA_ARGS=(--data-dir "$DATA_DIR")
+else
+  # quick mode: a generated JPEG dataset and a few steps at a small image size
+  MODE=quick
+  QUICK_DATA=runs/quick-data
+  if [ ! -d "$QUICK_DATA/val" ]; then
+    "$PY" -m common.make_dataset "$QUICK_DATA" --classes 4 --train-per-class 64 \
+      --val-per-class 16 --size 80 || exit 1
+  fi
+  DATA_ARGS=(--data-dir "$QUICK_DATA" --image-size 64 --batch-size 8 --max-steps 12
+             --warmup-steps 2 --workers 1 --print-freq 4)
+fi
+
+launch() {
+  # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
+  "$PY" -m torch.distributed.run --nnodes "$NNODES" --node-rank "$NODE_RANK" \
+    --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" --nproc-per-node "$NPROC" \
+    "$@" "${DATA_ARGS[@]}" --out "$OUT" --lang "$TABLE_LANG" $EXTRA_ARGS
+}
+
+# one function per case
+resnet50_train() { launch resnet50/train.py; }
+
+ALL_CASES="resnet50_train"
+FAILED=()
+echo "run_all: $MODE mode, ${NNODES}x${NPROC}, records in $OUT"
+for case in ${CASES:-$ALL_CASES}; do
+  echo "=== $case"
+  if ! declare -F "$case" >/dev/null; then
+    echo "=== $case: no such case; CASES takes: $ALL_CASES" >&2
+    FAILED+=("$case")
+    continue
+  fi
+  "$case"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "=== $case FAILED (exit $rc)"
+    FAILED+=("$case")
+  fi
+done
+
+if [ "$NODE_RANK" = 0 ]; then
+  echo
+  "$PY" -m common.report "$OUT" --lang "$TABLE_LANG"
+fi
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo "run_all: failed: ${FAILED[*]}" >&2
+  exit 1
+fi
+echo "run_all: all cases passed"

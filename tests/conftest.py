@@ -1,0 +1,35 @@
+"""Shared fixtures: a generated JPEG dataset, and helpers to run the scripts as a user would."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from common import make_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """4 classes x (24 train + 5 val) small JPEGs: an odd val count, uneven over 2 ranks."""
+    return make_dataset.write(str(tmp_path_factory.mktemp("data")), classes=4,
+                              train_per_class=24, val_per_class=5, size=48)
+
+
+def run_script(args, cwd=ROOT, timeout=600, nproc=None, env=None):
+    """Run a suite script as `python ...` or `torchrun --nproc_per_node N ...`."""
+    cmd = [sys.executable]
+    if nproc:
+        cmd += ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                "--master-port", str(_free_port())]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

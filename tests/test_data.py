@@ -1,0 +1,95 @@
+"""Data: the generated dataset, exact sharded evaluation, and one-line errors."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import run_script
+
+from common import data, device, make_dataset
+from common.dist import Run
+from common.errors import UserError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cpu_run(rank=0, world_size=1):
+    return Run(rank, rank, world_size, world_size, device.select("cpu"))
+
+
+def test_generated_dataset_is_an_imagenet_layout(dataset):
+    train = data.image_folder(dataset, "train", data.train_transform(32))
+    val = data.image_folder(dataset, "val", data.eval_transform(32))
+    assert train.classes == val.classes == [f"n{c:08d}" for c in range(4)]
+    assert len(train) == 4 * 24 and len(val) == 4 * 5
+    image, label = train[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 32, 32)
+
+
+def test_shards_cover_every_image_once():
+    shards = [list(data.ShardSampler(23, r, 4)) for r in range(4)]
+    assert sorted(sum(shards, [])) == list(range(23))
+    assert [len(s) for s in shards] == [6, 6, 6, 5]
+
+
+def test_exact_accuracy_same_on_one_and_two_ranks(dataset, tmp_path):
+    results = {}
+    for n in (1, 2):
+        out = tmp_path / f"eval{n}.json"
+        proc = run_script([os.path.join(HERE, "eval_shards.py"), dataset, out], nproc=n)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[n] = json.loads(out.read_text())
+    assert results[1]["images"] == results[2]["images"] == 20
+    assert results[2]["shard_sizes"] == [10, 10]
+    for key in ("top1", "top5", "loss"):
+        assert results[1][key] == pytest.approx(results[2][key], rel=1e-6)
+    # a number of correct images over 20, not an average of per-batch rates
+    assert (results[1]["top1"] * 20 / 100) == pytest.approx(round(results[1]["top1"] * 20 / 100))
+
+
+def test_normalizer_matches_float_normalize():
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    norm = data.normalizer(data.IMAGENET_MEAN, data.IMAGENET_STD, "cpu", channels_last=True)
+    out = norm(images)
+    mean = torch.tensor(data.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(data.IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(out, (images / 255.0 - mean) / std)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_synthetic_loader_serves_one_device_batch():
+    loader = data.SyntheticLoader(4, 16, 10, steps=3, device="cpu")
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3
+    assert batches[0][0] is batches[2][0] and batches[0][0].dtype == torch.uint8
+
+
+@pytest.mark.parametrize("mess, message", [
+    ("no_dir", "no such directory"),
+    ("no_val", "val: missing"),
+    ("empty_class", "n00000001"),
+    ("other_classes", "class folders differ"),
+])
+def test_dataset_mistakes_are_one_line_errors(tmp_path, mess, message):
+    root = make_dataset.write(str(tmp_path / "d"), classes=2, train_per_class=2,
+                              val_per_class=1, size=16)
+    if mess == "no_dir":
+        root = str(tmp_path / "nowhere")
+    elif mess == "no_val":
+        shutil.rmtree(os.path.join(root, "val"))
+    elif mess == "empty_class":
+        for f in os.listdir(os.path.join(root, "train", "n00000001")):
+            os.remove(os.path.join(root, "train", "n00000001", f))
+    elif mess == "other_classes":
+        os.rename(os.path.join(root, "val", "n00000001"), os.path.join(root, "val", "n00000009"))
+    with pytest.raises(UserError, match=message) as e:
+        train = data.image_folder(root, "train", None)
+        data.check_same_classes(train, data.image_folder(root, "val", None))
+    assert "\n" not in str(e.value)
+
+
+def test_batch_larger_than_the_shard_is_refused(dataset):
+    train = data.image_folder(dataset, "train", None)
+    with pytest.raises(UserError, match="--batch-size 64"):
+        data.train_loader(train, 64, 0, cpu_run(0, 2))

@@ -1,0 +1,74 @@
+"""The device shim: labels, selection, precision checks and peak FLOP/s lookup, on CPU."""
+import pytest
+import torch
+
+from common import device
+from common.errors import UserError
+
+
+@pytest.mark.parametrize("name, label", [
+    ("NVIDIA A100-SXM4-40GB", "A100"),
+    ("NVIDIA A100-PCIE-40GB", "A100"),
+    ("NVIDIA H100 80GB HBM3", "H100"),
+    ("Tesla V100-SXM2-32GB", "V100"),
+    ("Iluvatar BI-V100", "BI-V100"),
+    ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+])
+def test_short_label(name, label):
+    assert device.short_label(name) == label
+
+
+def test_cpu_is_always_there():
+    d = device.select("cpu")
+    assert d.type == "cpu" and d.backend == "gloo" and d.label == "CPU"
+    assert d.total_memory() > d.peak_memory() > 0
+    assert d.timing_event() is None
+    assert device.local_device_count("cpu") == 1
+
+
+def test_auto_picks_the_first_available_kind():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert device.select("auto").type == expected
+
+
+def test_unknown_or_absent_device_is_a_one_line_error():
+    with pytest.raises(UserError, match="--device tpu: unknown device type"):
+        device.select("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cuda: no NVIDIA device"):
+            device.select("cuda")
+
+
+def test_unsupported_precision_names_the_flag_and_choices():
+    d = device.select("cpu")
+    with pytest.raises(UserError, match=r"--precision tf32: CPU .* choose one of fp32, bf16"):
+        d.set_precision("tf32")
+
+
+def test_fp32_means_no_tf32():
+    d = device.select("cpu")
+    d.set_precision("fp32")
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_peak_flops_from_the_device_name():
+    d = device.select("cpu")
+    assert d.peak_flops("fp32") is None  # unknown: no MFU rather than a guess
+    d.name = "NVIDIA H100 80GB HBM3"
+    assert d.peak_flops("bf16") == pytest.approx(989.4e12)
+    d.name = "NVIDIA H100 PCIe"
+    assert d.peak_flops("amp") == pytest.approx(756e12)
+    d.name = "NVIDIA A100-SXM4-40GB"
+    assert d.peak_flops("tf32") == pytest.approx(156e12)
+    d.name = "Tesla V100-SXM2-32GB"
+    assert d.peak_flops("bf16") is None
+
+
+def test_autocast_and_scaler_follow_precision():
+    d = device.select("cpu")
+    with d.autocast("bf16"):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+    with d.autocast("fp32"):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    assert not d.grad_scaler("bf16").is_enabled()
