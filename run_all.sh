@@ -45,8 +45,10 @@ launch() {
 
 # one function per case
 resnet50_train() { launch resnet50/train.py; }
+mobilenetv2_train() { launch mobilenetv2/train.py; }
+vit_train() { launch vit/train.py; }
 
-ALL_CASES="resnet50_train"
+ALL_CASES="resnet50_train mobilenetv2_train vit_train"
 FAILED=()
 echo "run_all: $MODE mode, ${NNODES}x${NPROC}, records in $OUT"
 for case in ${CASES:-$ALL_CASES}; do

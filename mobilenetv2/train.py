@@ -1,0 +1,51 @@
+"""MobileNetV2 training on ImageNet-1k, the FlagPerf recipe (seed case 002).
+
+torchvision mobilenet_v2 from scratch; SGD lr 0.045, momentum 0.9, weight decay 4e-5;
+StepLR x0.98 every epoch; batch 32 per device; RandomResizedCrop 224 + flip for training,
+Resize 256 + CenterCrop 224 for evaluation (in eval() mode, which the seed's harness
+forgot); 300 epochs; stop at top-1 68.6.
+
+    torchrun --nproc_per_node 8 mobilenetv2/train.py --data-dir /data/imagenet
+    torchrun --nproc_per_node 8 mobilenetv2/train.py --data-dir /data/imagenet --batch-size 256 --lr 0.72
+    python mobilenetv2/train.py --synthetic --batch-size 256 --precision amp --channels-last
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+import torch
+import torchvision
+
+from common import cli, data, dist, report, train_loop
+
+
+def get_args_parser():
+    p = cli.train_parser(__doc__, batch_size=32, lr=0.045, epochs=300, target_acc=68.6)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=4e-5)
+    p.add_argument("--lr-step-epochs", type=int, default=1)
+    p.add_argument("--lr-gamma", type=float, default=0.98)
+    return p
+
+
+def main(args, parser):
+    run = dist.start(args)
+    train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(args, run)
+    model, flops = train_loop.place_model(
+        torchvision.models.mobilenet_v2(num_classes=num_classes), args, run)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_epochs, args.lr_gamma)
+
+    figures = train_loop.train(
+        run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
+        normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
+        scheduler=scheduler, scheduler_per="epoch")
+
+    report.conclude_training(run, args, parser, "mobilenetv2", figures, flops)
+
+
+if __name__ == "__main__":
+    parser = get_args_parser()
+    cli.entry(main, parser)

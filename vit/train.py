@@ -1,0 +1,82 @@
+"""ViT-B/16 training on ImageNet-1k, the torchvision reference recipe (seed case 003).
+
+Our own ViT (vit/model.py, torchvision's vit_b_16 state dict) from scratch; AdamW lr
+0.003, weight decay 0.3; label smoothing 0.11; MixUp 0.2 or CutMix 1.0 per batch;
+RandAugment magnitude 9; linear warm-up over 30 epochs from factor 0.033, then cosine;
+gradient clipping at norm 1.0; batch 256 per device; 300 epochs; stop at top-1 79.982.
+With --grad-accum K the loss is divided by K and the optimizer steps every K batches.
+
+    # the seed's 1x8: global batch 4096 = 8 devices x 256 x 2 accumulated
+    torchrun --nproc_per_node 8 vit/train.py --data-dir /data/imagenet --grad-accum 2
+    python vit/train.py --synthetic --precision amp --max-steps 100
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+import torch
+from torchvision.transforms import v2
+
+from common import cli, data, dist, report, train_loop
+from vit import model as vit_models
+
+MODELS = {"vit_b_16": vit_models.vit_b_16, "vit_l_16": vit_models.vit_l_16,
+          "vit_tiny": vit_models.vit_tiny}
+
+
+def get_args_parser():
+    p = cli.train_parser(__doc__, batch_size=256, lr=0.003, epochs=300, target_acc=79.982)
+    p.add_argument("--model", choices=sorted(MODELS), default="vit_b_16")
+    p.add_argument("--weight-decay", type=float, default=0.3)
+    p.add_argument("--label-smoothing", type=float, default=0.11)
+    p.add_argument("--mixup-alpha", type=float, default=0.2)
+    p.add_argument("--cutmix-alpha", type=float, default=1.0)
+    p.add_argument("--randaugment-magnitude", type=int, default=9)
+    p.add_argument("--warmup-epochs", type=int, default=30)
+    p.add_argument("--warmup-factor", type=float, default=0.033)
+    p.add_argument("--clip-grad", type=float, default=1.0)
+    p.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
+    return p
+
+
+def mix_batches(args, num_classes):
+    """MixUp or CutMix, one picked per batch, on the device; None when both are off."""
+    mixes = []
+    if args.mixup_alpha > 0:
+        mixes.append(v2.MixUp(alpha=args.mixup_alpha, num_classes=num_classes))
+    if args.cutmix_alpha > 0:
+        mixes.append(v2.CutMix(alpha=args.cutmix_alpha, num_classes=num_classes))
+    return v2.RandomChoice(mixes) if mixes else None
+
+
+def main(args, parser):
+    run = dist.start(args)
+    train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(
+        args, run, randaugment_magnitude=args.randaugment_magnitude)
+    model, flops = train_loop.place_model(
+        MODELS[args.model](image_size=args.image_size, num_classes=num_classes), args, run)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    # per epoch, as the reference: linear warm-up, then cosine over the remaining epochs
+    warmup = max(0, min(args.warmup_epochs, args.epochs - 1))
+    scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=args.warmup_factor,
+                                          total_iters=max(1, warmup)),
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs - warmup),
+    ], milestones=[warmup])
+
+    figures = train_loop.train(
+        run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
+        normalize=normalize,
+        loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
+        scheduler=scheduler, scheduler_per="epoch",
+        batch_transform=mix_batches(args, num_classes),
+        grad_accum=args.grad_accum, clip_grad=args.clip_grad)
+
+    report.conclude_training(run, args, parser, args.model, figures, flops,
+                             grad_accum=args.grad_accum)
+
+
+if __name__ == "__main__":
+    parser = get_args_parser()
+    cli.entry(main, parser)
