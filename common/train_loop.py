@@ -2,7 +2,8 @@
 
 A recipe hands over its model, optimizer, schedule, loss and batch transform; the loop
 owns the clocks, mixed precision, DDP, evaluation, progress lines and stopping rules,
-so every case is timed and evaluated the same way.
+so every case is timed and evaluated the same way. A recipe that shards its model
+itself (FSDP) says `sharded=True`: no DDP wrapper, and evaluation in lockstep.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import data, dist
@@ -23,10 +25,27 @@ from common.flops import flops_per_image
 GiB = 1024 ** 3
 
 
-def evaluate(model, loader, run, normalize, precision):
+def _lockstep_batches(loader, run):
+    """(batch, counted) pairs: the loader's batches, then repeats of its last one that
+    count for nothing, until this rank has run as many forwards as the busiest rank."""
+    (most,) = dist.max_all(run, [len(loader)])
+    batch = None
+    for batch in loader:
+        yield batch, True
+    if batch is None and most > 0:
+        # an empty shard (fewer images than ranks) still has to join every forward
+        batch = tud.default_collate([loader.dataset[0]])
+    for _ in range(int(most) - len(loader)):
+        yield batch, False
+
+
+def evaluate(model, loader, run, normalize, precision, lockstep=False):
     """Top-1/top-5 in percent over every image of the loader's dataset exactly once
     across ranks: correct counts summed over ranks, then divided by the image count.
-    `model` must be the bare module (no DDP wrapper: shards may differ in length)."""
+    `model` must be the bare module (no DDP wrapper: shards may differ in length).
+    lockstep=True for a sharded model, whose every forward is a collective: each rank
+    runs the same number of forwards, the extra ones on a repeated batch not counted."""
+    batches = _lockstep_batches(loader, run) if lockstep else ((b, True) for b in loader)
     was_training = model.training
     model.eval()
     dev = run.device.torch_device
@@ -35,9 +54,11 @@ def evaluate(model, loader, run, normalize, precision):
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     n = 0
     with torch.inference_mode(), run.device.autocast(precision):
-        for batch in loader:
+        for batch, counted in batches:
             images, labels = data.to_device(batch, run)
             logits = model(normalize(images)).float()
+            if not counted:
+                continue
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
             hits = top5.eq(labels[:, None])
@@ -65,11 +86,27 @@ def _fmt_eta(seconds):
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+@contextlib.contextmanager
+def _local_grads(net):
+    """Keep this micro-batch's gradients on the rank: DDP's no_sync, or FSDP2's switch."""
+    if hasattr(net, "no_sync"):
+        with net.no_sync():
+            yield
+        return
+    net.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        net.set_requires_gradient_sync(True)
+
+
 def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, loss_fn,
           scheduler=None, scheduler_per="epoch", batch_transform=None, grad_accum=1,
-          clip_grad=None):
+          clip_grad=None, sharded=False):
     """Train until the target accuracy, --epochs or --max-steps, whichever comes first.
 
+    sharded=True: the model is already sharded over the ranks (FSDP2 fully_shard), so
+    it is not wrapped in DDP and is evaluated in lockstep.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc, precision,
     print_freq}. Returns the figures of METRICS.md's training clocks plus accuracy."""
     dev = run.device
@@ -77,7 +114,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     clocks = TrainClocks(dev, args.warmup_steps)
     scaler = dev.grad_scaler(args.precision)
     net = model
-    if run.distributed:
+    if run.distributed and not sharded:
         net = DDP(model, device_ids=None if dev.type == "cpu" else [dev.index])
     steps_per_epoch = len(train_loader) // grad_accum
     if steps_per_epoch == 0:
@@ -104,7 +141,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
             if batch_transform is not None:
                 images, labels = batch_transform(images, labels)
             # gradients are all-reduced once per optimizer step, not per micro-batch
-            sync = contextlib.nullcontext() if last or not run.distributed else net.no_sync()
+            sync = contextlib.nullcontext() if last or not run.distributed else _local_grads(net)
             with sync:
                 with dev.autocast(args.precision):
                     loss = loss_fn(net(images), labels) / grad_accum
@@ -142,7 +179,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
         if val_loader is not None and args.eval_every and (
                 (epoch + 1) % args.eval_every == 0 or finished):
             with clocks.paused("eval"):
-                result = evaluate(model, val_loader, run, normalize, args.precision)
+                result = evaluate(model, val_loader, run, normalize, args.precision,
+                                  lockstep=sharded)
             evals.append({"epoch": epoch + 1, "step": step, **result})
             dist.print0(run, f"eval epoch {epoch + 1} step {step}: top1 {result['top1']:.2f} "
                              f"top5 {result['top5']:.2f} loss {result['loss']:.4f} "
