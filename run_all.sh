@@ -7,7 +7,11 @@
 #
 # Environment: DATA_DIR, NPROC (devices per node; default all), NNODES, NODE_RANK,
 # MASTER_ADDR, MASTER_PORT (passed to torchrun), OUT (record directory),
-# TABLE_LANG (en|zh), CASES (e.g. "resnet50_train"), EXTRA_ARGS (appended to every case).
+# TABLE_LANG (en|zh), CASES (e.g. "resnet50_train vit_infer"), EXTRA_ARGS (appended to
+# every case), WEIGHTS_DIR (published weights for the inference cases, by their file names:
+# resnet50-0676ba61.pth, mobilenet_v2-b0353104.pth, vit_b_16-c867db91.pth,
+# BiT-M-R152x2-ILSVRC2012.npz for inference, BiT-M-R152x2.npz for BiT fine-tuning;
+# a missing file means random weights, speed only).
 set -u
 cd "$(dirname "$0")"
 source common/setup_env.sh
@@ -21,9 +25,12 @@ OUT=${OUT:-runs/$(date +%Y%m%d-%H%M%S)}
 TABLE_LANG=${TABLE_LANG:-en}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 
+DEVICE_TYPE=$("$PY" -c "from common.device import select; print(select().type)")
 if [ -n "${DATA_DIR:-}" ]; then
   MODE=real
   DATA_ARGS=(--data-dir "$DATA_DIR")
+  TRAIN_ARGS=()
+  INFER_ARGS=()
 else
   # quick mode: a generated JPEG dataset and a few steps at a small image size
   MODE=quick
@@ -32,8 +39,11 @@ else
     "$PY" -m common.make_dataset "$QUICK_DATA" --classes 4 --train-per-class 64 \
       --val-per-class 16 --size 80 || exit 1
   fi
-  DATA_ARGS=(--data-dir "$QUICK_DATA" --image-size 64 --batch-size 8 --max-steps 12
-             --warmup-steps 2 --workers 1 --print-freq 4)
+  DATA_ARGS=(--data-dir "$QUICK_DATA" --image-size 64 --batch-size 8 --workers 1)
+  TRAIN_ARGS=(--max-steps 12 --warmup-steps 2 --print-freq 4)
+  INFER_ARGS=(--latency-calls 20 --warmup-batches 2)
+  # compiling four models on a CPU takes minutes: the quick check runs them eagerly there
+  if [ "$DEVICE_TYPE" = cpu ]; then INFER_ARGS+=(--engine eager); fi
 fi
 
 launch() {
@@ -42,13 +52,30 @@ launch() {
     --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" --nproc-per-node "$NPROC" \
     "$@" "${DATA_ARGS[@]}" --out "$OUT" --lang "$TABLE_LANG" $EXTRA_ARGS
 }
+train() { launch "$@" "${TRAIN_ARGS[@]}"; }
+infer() {
+  local script=$1 weights=${WEIGHTS_DIR:-}/$2
+  shift 2
+  if [ -n "${WEIGHTS_DIR:-}" ] && [ -f "$weights" ]; then set -- --weights "$weights" "$@"; fi
+  launch "$script" "$@" "${INFER_ARGS[@]}"
+}
 
 # one function per case
-resnet50_train() { launch resnet50/train.py; }
-mobilenetv2_train() { launch mobilenetv2/train.py; }
-vit_train() { launch vit/train.py; }
+resnet50_train() { train resnet50/train.py; }
+mobilenetv2_train() { train mobilenetv2/train.py; }
+vit_train() { train vit/train.py; }
+bit_train() {
+  local weights=${WEIGHTS_DIR:-}/BiT-M-R152x2.npz
+  if [ -n "${WEIGHTS_DIR:-}" ] && [ -f "$weights" ]; then train bit/train.py --weights "$weights"
+  else train bit/train.py; fi
+}
+resnet50_infer() { infer resnet50/infer.py resnet50-0676ba61.pth; }
+mobilenetv2_infer() { infer mobilenetv2/infer.py mobilenet_v2-b0353104.pth; }
+vit_infer() { infer vit/infer.py vit_b_16-c867db91.pth; }
+bit_infer() { infer bit/infer.py BiT-M-R152x2-ILSVRC2012.npz; }
 
-ALL_CASES="resnet50_train mobilenetv2_train vit_train"
+ALL_CASES="resnet50_train mobilenetv2_train vit_train bit_train
+           resnet50_infer mobilenetv2_infer vit_infer bit_infer"
 FAILED=()
 echo "run_all: $MODE mode, ${NNODES}x${NPROC}, records in $OUT"
 for case in ${CASES:-$ALL_CASES}; do

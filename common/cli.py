@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.device import PRECISIONS
 from common.errors import UserError
 
 # recipe hyper-parameters and their short names in the fix_hp column
@@ -17,40 +16,71 @@ HP_NAMES = {
     "epochs": "epochs", "image_size": "img", "grad_accum": "accum",
     "label_smoothing": "ls", "lr_step_epochs": "lr_step", "lr_gamma": "lr_gamma",
     "mixup_alpha": "mixup", "cutmix_alpha": "cutmix", "clip_grad": "clip",
-    "warmup_epochs": "warmup_ep",
+    "warmup_epochs": "warmup_ep", "warmup_lr_steps": "warmup_lr", "lr_decay_steps": "lr_decay",
+    "total_steps": "steps",
 }
 
 
-def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=224,
-                 warmup_steps=5):
+def _parser(description, *, data_help, batch_size, image_size, image_help, precisions,
+            precision_help):
+    """The flags every script has: data, batch, precision, device, output."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     data = p.add_mutually_exclusive_group()
-    data.add_argument("--data-dir", help="ImageNet root holding train/ and val/")
+    data.add_argument("--data-dir", help=data_help)
     data.add_argument("--synthetic", action="store_true",
-                      help="random batches made once on the device: compute speed only, no acc")
+                      help="random batches made once on the device: speed only, no acc")
     a("--batch-size", type=int, default=batch_size, help="per device")
+    a("--precision", choices=precisions, default="fp32", help=precision_help)
+    a("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    a("--image-size", type=int, default=image_size, help=image_help)
+    a("--workers", type=int, default=8, help="data loader processes per rank")
+    a("--seed", type=int, default=0)
+    a("--device", default="auto", help="torch device type (cuda, cpu, ...); auto picks")
+    a("--num-classes", type=int, default=1000, help="classes with --synthetic")
+    a("--out", default="runs", help="directory for the JSON result record")
+    a("--lang", choices=("en", "zh"), default="en", help="labels of the printed table row")
+    a("--debug", action="store_true", help="show the traceback of a user error")
+    return p
+
+
+def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=224,
+                 warmup_steps=5):
+    p = _parser(description, data_help="ImageNet root holding train/ and val/",
+                batch_size=batch_size, image_size=image_size,
+                image_help="training crop; eval crop too",
+                precisions=("fp32", "tf32", "amp", "bf16"),
+                precision_help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), "
+                               "bf16 (autocast)")
+    a = p.add_argument
     a("--lr", type=float, default=lr)
     a("--epochs", type=int, default=epochs)
     a("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
-    a("--precision", choices=PRECISIONS, default="fp32",
-      help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), bf16 (autocast)")
-    a("--channels-last", action=argparse.BooleanOptionalAction, default=False)
-    a("--image-size", type=int, default=image_size, help="training crop; eval crop too")
-    a("--workers", type=int, default=8, help="data loader processes per rank")
-    a("--seed", type=int, default=0)
     a("--warmup-steps", type=int, default=warmup_steps,
       help="optimizer steps run before the clocks start; counted in no figure")
     a("--target-acc", type=float, default=target_acc, help="stop at this top-1 (percent)")
     a("--eval-every", type=int, default=1, help="evaluate every N epochs (0: never)")
     a("--print-freq", type=int, default=10, help="progress line every N steps")
-    a("--device", default="auto", help="torch device type (cuda, cpu, ...); auto picks")
     a("--synthetic-steps", type=int, default=100, help="steps per epoch with --synthetic")
-    a("--num-classes", type=int, default=1000, help="with --synthetic")
-    a("--out", default="runs", help="directory for the JSON result record")
-    a("--lang", choices=("en", "zh"), default="en", help="labels of the printed table row")
-    a("--debug", action="store_true", help="show the traceback of a user error")
+    return p
+
+
+def infer_parser(description, *, image_size=224, batch_size=256):
+    p = _parser(description, data_help="ImageNet root holding val/ (train/ is not read)",
+                batch_size=batch_size, image_size=image_size, image_help="eval crop",
+                precisions=("fp32", "tf32", "fp16", "bf16"),
+                precision_help="the dtype the model runs in (fp32 without TF32 unless tf32)")
+    a = p.add_argument
+    a("--weights", help="published weights file; without it the model is random (speed only)")
+    a("--engine", choices=("compile", "tensorrt", "eager"), default="compile",
+      help="what runs the inference pass (validation is always eager)")
+    a("--compile-mode", default=None,
+      help="torch.compile mode (default: max-autotune on CUDA, default elsewhere)")
+    a("--repeat", type=int, default=1, help="timed passes over the validation set, each")
+    a("--warmup-batches", type=int, default=5, help="untimed batches before each pass")
+    a("--latency-calls", type=int, default=100, help="timed batch-1 calls for p50/p90/p99")
+    a("--synthetic-batches", type=int, default=50, help="batches per pass with --synthetic")
     return p
 
 
@@ -67,6 +97,7 @@ def entry(main, parser, argv=None):
 
 
 def fix_hp(args, parser):
-    """{short name: value} of the recipe values this run overrides, in flag order."""
-    return {HP_NAMES[k]: v for k, v in vars(args).items()
-            if k in HP_NAMES and v != parser.get_default(k)}
+    """{short name: value} of the recipe values this run overrides, bs and lr first."""
+    values = vars(args)
+    return {short: values[k] for k, short in HP_NAMES.items()
+            if k in values and values[k] != parser.get_default(k)}

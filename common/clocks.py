@@ -39,6 +39,11 @@ def e2e_time():
     return time.perf_counter() - E2E_START
 
 
+def rate(images, seconds):
+    """Throughput: total images over total time (None when no time was measured)."""
+    return images / seconds if seconds > 0 else None
+
+
 def percentiles(values, qs=(50, 90, 99)):
     """Nearest-rank percentiles of a list, {} when empty."""
     if not values:
@@ -48,12 +53,68 @@ def percentiles(values, qs=(50, 90, 99)):
             for q in qs}
 
 
+class CoreTimer:
+    """Sums compute intervals per step: `begin()` once the input is on the device,
+    `end(last)` once the work is queued (last=False for a micro-batch that does not
+    close its step). Device events where the device has them, so steps are not
+    serialised; synchronize + perf_counter where it has none."""
+
+    _FLUSH_EVERY = 256  # resolve device events now and then so they do not pile up
+
+    def __init__(self, device):
+        self.device = device
+        self.step_times = []  # seconds per closed step
+        self._pending = []    # (start, end) event pairs; None closes a step
+        self._step_s = 0.0
+        self._t = None
+
+    def begin(self):
+        event = self.device.timing_event()
+        if event is not None:
+            event.record()
+            self._t = event
+        else:
+            self.device.synchronize()
+            self._t = time.perf_counter()
+
+    def end(self, last=True):
+        if isinstance(self._t, float):
+            self.device.synchronize()
+            self._step_s += time.perf_counter() - self._t
+            if last:
+                self.step_times.append(self._step_s)
+                self._step_s = 0.0
+            return
+        end = self.device.timing_event()
+        end.record()
+        self._pending.append((self._t, end))
+        if last:
+            self._pending.append(None)
+            if len(self._pending) > self._FLUSH_EVERY:
+                self.flush()
+
+    def flush(self):
+        """Wait for the device and turn recorded events into step times."""
+        if not self._pending:
+            return
+        self.device.synchronize()
+        for item in self._pending:
+            if item is None:
+                self.step_times.append(self._step_s)
+                self._step_s = 0.0
+            else:
+                self._step_s += item[0].elapsed_time(item[1]) / 1000.0
+        self._pending = []
+
+    def total(self):
+        self.flush()
+        return sum(self.step_times)
+
+
 class TrainClocks:
     """Call `begin_step()` once the batch is on the device, `end_step(images, last)`
     after each backward (last=True once the optimizer step is done), and wrap
     evaluation and checkpointing in `paused("eval")` / `paused("checkpoint")`."""
-
-    _FLUSH_EVERY = 256  # resolve device events now and then so they do not pile up
 
     def __init__(self, device, warmup_steps):
         self.device = device
@@ -62,10 +123,7 @@ class TrainClocks:
         self.images = 0          # images in the timed region
         self.region_start = None
         self.paused_s = {"eval": 0.0, "checkpoint": 0.0}
-        self.step_times = []     # seconds per optimizer step in the timed region
-        self._pending = []       # (start, end) events not yet resolved
-        self._step_s = 0.0       # core time of the optimizer step in progress
-        self._t = None
+        self.core = CoreTimer(device)
         if warmup_steps == 0:
             self._start_region()
 
@@ -78,49 +136,17 @@ class TrainClocks:
         self.region_start = time.perf_counter()
 
     def begin_step(self):
-        if not self.timing:
-            return
-        event = self.device.timing_event()
-        if event is not None:
-            event.record()
-            self._t = event
-        else:
-            self.device.synchronize()
-            self._t = time.perf_counter()
+        if self.timing:
+            self.core.begin()
 
     def end_step(self, images, last=True):
         if self.timing:
             self.images += images
-            if isinstance(self._t, float):
-                self.device.synchronize()
-                self._step_s += time.perf_counter() - self._t
-            else:
-                end = self.device.timing_event()
-                end.record()
-                self._pending.append((self._t, end))
-        if not last:
-            return
-        if self.timing:
-            if self._pending:
-                self._pending.append(None)  # marks the end of one optimizer step
-                if len(self._pending) > self._FLUSH_EVERY:
-                    self._flush()
-            else:
-                self.step_times.append(self._step_s)
-                self._step_s = 0.0
-        self.steps += 1
-        if self.steps == self.warmup_steps:
-            self._start_region()
-
-    def _flush(self):
-        self.device.synchronize()
-        for item in self._pending:
-            if item is None:
-                self.step_times.append(self._step_s)
-                self._step_s = 0.0
-            else:
-                self._step_s += item[0].elapsed_time(item[1]) / 1000.0
-        self._pending = []
+            self.core.end(last)
+        if last:
+            self.steps += 1
+            if self.steps == self.warmup_steps:
+                self._start_region()
 
     @contextmanager
     def paused(self, what):
@@ -139,22 +165,22 @@ class TrainClocks:
     def figures(self, run):
         """p_whole, p_train, p_core (img/s): images summed over ranks, each time the
         slowest rank's. Empty figures when the run never left warm-up."""
-        self._flush()
         if not self.timing:
             return {"images": 0}
+        core = self.core.total()
+        step_times = self.core.step_times
         whole = time.perf_counter() - self.region_start
         paused = self.paused_s["eval"] + self.paused_s["checkpoint"]
-        core = sum(self.step_times)
         (images,) = dist.sum_all(run, [self.images])
         whole, train, core, eval_s, ckpt_s = dist.max_all(
             run, [whole, whole - paused, core, self.paused_s["eval"], self.paused_s["checkpoint"]])
-        rate = lambda t: images / t if t > 0 else None  # noqa: E731
         return {
             "images": int(images),
-            "timed_steps": len(self.step_times),
+            "timed_steps": len(step_times),
             "whole_s": whole, "train_s": train, "core_s": core,
             "eval_s": eval_s, "checkpoint_s": ckpt_s,
-            "p_whole": rate(whole), "p_train": rate(train), "p_core": rate(core),
-            "step_core_ms": {k: v * 1000 for k, v in percentiles(self.step_times).items()},
-            "step_core_ms_mean": statistics.fmean(self.step_times) * 1000 if self.step_times else None,
+            "p_whole": rate(images, whole), "p_train": rate(images, train),
+            "p_core": rate(images, core),
+            "step_core_ms": {k: v * 1000 for k, v in percentiles(step_times).items()},
+            "step_core_ms_mean": statistics.fmean(step_times) * 1000 if step_times else None,
         }

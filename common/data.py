@@ -138,6 +138,20 @@ def loaders(args, run, train_tf, eval_tf):
             len(train_set.classes))
 
 
+def val_inputs(args, run, eval_tf, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """(val loader, number of classes, on-device normaliser) for inference scripts."""
+    normalize = normalizer(mean, std, run.device.torch_device, args.channels_last)
+    if args.synthetic:
+        loader = SyntheticLoader(args.batch_size, args.image_size, args.num_classes,
+                                 args.synthetic_batches, run.device.torch_device, args.seed)
+        return loader, args.num_classes, normalize
+    if not args.data_dir:
+        raise DataError("no data: give --data-dir DIR (val/ inside) or --synthetic")
+    val_set = image_folder(args.data_dir, "val", eval_tf)
+    return (eval_loader(val_set, args.batch_size, args.workers, run), len(val_set.classes),
+            normalize)
+
+
 def imagenet_inputs(args, run, randaugment_magnitude=None):
     """Loaders with the classic ImageNet presets (RandomResizedCrop + flip / Resize +
     CenterCrop at --image-size) and the on-device normaliser that goes with them."""

@@ -42,15 +42,19 @@ KINDS = [
 # dense peak FLOP/s per precision (vendor data sheets), matched on the device name;
 # a device that is not listed gets no MFU rather than a guessed one
 PEAK_TFLOPS = [
-    (r"H100.*PCIe", {"fp32": 51.2, "tf32": 378, "amp": 756, "bf16": 756}),
-    (r"H100|H200|H800|GH200", {"fp32": 66.9, "tf32": 494.7, "amp": 989.4, "bf16": 989.4}),
-    (r"A100|A800", {"fp32": 19.5, "tf32": 156, "amp": 312, "bf16": 312}),
-    (r"L40S", {"fp32": 91.6, "tf32": 183, "amp": 362, "bf16": 362}),
-    (r"V100", {"fp32": 15.7, "amp": 125}),
+    (r"H100.*PCIe", {"fp32": 51.2, "tf32": 378, "fp16": 756, "bf16": 756}),
+    (r"H100|H200|H800|GH200", {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}),
+    (r"A100|A800", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312}),
+    (r"L40S", {"fp32": 91.6, "tf32": 183, "fp16": 362, "bf16": 362}),
+    (r"V100", {"fp32": 15.7, "fp16": 125}),
 ]
 
-PRECISIONS = ("fp32", "tf32", "amp", "bf16")
+# training: amp is fp16 autocast with loss scaling, bf16 is bf16 autocast;
+# inference: fp16 and bf16 run the model in that dtype
+PRECISIONS = ("fp32", "tf32", "amp", "fp16", "bf16")
 _AUTOCAST = {"amp": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "amp": torch.float16,
+          "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def short_label(name):
@@ -127,7 +131,7 @@ class Device:
     def supported_precisions(self):
         if self.type == "cpu":
             return ("fp32", "bf16")
-        found = ["fp32", "amp"]
+        found = ["fp32", "amp", "fp16"]
         if self.type == "cuda" and torch.cuda.get_device_capability(self.index) >= (8, 0):
             found.append("tf32")
         bf16 = getattr(self.api, "is_bf16_supported", None)
@@ -161,9 +165,10 @@ class Device:
 
     def peak_flops(self, precision):
         """Dense peak FLOP/s of this device at `precision`, or None where unknown."""
+        key = "fp16" if precision == "amp" else precision
         for pattern, table in PEAK_TFLOPS:
-            if re.search(pattern, self.name) and precision in table:
-                return table[precision] * 1e12
+            if re.search(pattern, self.name) and key in table:
+                return table[key] * 1e12
         return None
 
     def stack(self):

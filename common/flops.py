@@ -5,11 +5,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def flops_per_image(model, image_size, device, channels=3):
+def flops_per_image(model, image_size, device, dtype=torch.float32, channels=3):
     """Forward FLOPs of one image (2 per multiply-add), counted by torch's flop counter."""
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, channels, image_size, image_size, device=device)
+    x = torch.zeros(1, channels, image_size, image_size, device=device, dtype=dtype)
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
         model(x)

@@ -59,6 +59,18 @@ def environment(run):
     }
 
 
+def _record(run, args, case, model_name, figures, **fields):
+    return {
+        "schema": 1, "case": case, "model": model_name, "status": "ok",
+        "precision": args.precision, "batch_size": args.batch_size,
+        "data": "synthetic" if args.synthetic else os.path.abspath(args.data_dir),
+        **fields, "args": vars(args),
+        "started": datetime.datetime.fromtimestamp(
+            time.time() - clocks.e2e_time()).astimezone().isoformat(timespec="seconds"),
+        "figures": figures, **environment(run),
+    }
+
+
 def train_record(run, args, parser, model_name, figures, flops_per_img, grad_accum=1):
     """The training record of METRICS.md: figures, recipe and overrides, environment."""
     fig = dict(figures)
@@ -67,17 +79,21 @@ def train_record(run, args, parser, model_name, figures, flops_per_img, grad_acc
     # a training step is a forward and a backward: about three forwards of work
     fig.update(efficiency(flops_per_img, fig.get("p_core"),
                           run.device.peak_flops(args.precision), passes=3))
-    return {
-        "schema": 1, "case": "train", "model": model_name, "status": "ok",
-        "precision": args.precision, "batch_size": args.batch_size,
-        "global_batch_size": args.batch_size * grad_accum * run.world_size,
-        "warmup_steps": args.warmup_steps,
-        "data": "synthetic" if args.synthetic else os.path.abspath(args.data_dir),
-        "fix_hp": cli.fix_hp(args, parser), "args": vars(args),
-        "started": datetime.datetime.fromtimestamp(
-            time.time() - clocks.e2e_time()).astimezone().isoformat(timespec="seconds"),
-        "figures": fig, "evals": evals, **environment(run),
-    }
+    return _record(run, args, "train", model_name, fig, evals=evals,
+                   global_batch_size=args.batch_size * grad_accum * run.world_size,
+                   warmup_steps=args.warmup_steps, fix_hp=cli.fix_hp(args, parser))
+
+
+def infer_record(run, args, model_name, figures, weights):
+    """The inference record of METRICS.md."""
+    fig = dict(figures)
+    if args.synthetic:  # random labels: an accuracy would mean nothing
+        for key in ("acc_val", "acc_infer", "acc5_val", "acc5_infer"):
+            fig[key] = None
+    fig.update(efficiency(fig["flops_per_image"], fig.get("p_infer_core"),
+                          run.device.peak_flops(args.precision), passes=1))
+    return _record(run, args, "infer", model_name, fig, weights=weights or "random",
+                   engine=args.engine, warmup_batches=args.warmup_batches)
 
 
 def write_record(record, out_dir):
@@ -108,14 +124,19 @@ def finish(run, record, out_dir):
     return write_record(record, out_dir) if run.is_main else None
 
 
-def conclude_training(run, args, parser, model_name, figures, flops_per_img, grad_accum=1):
-    """Write the training record, print its table row, leave the process group."""
-    record = train_record(run, args, parser, model_name, figures, flops_per_img, grad_accum)
+def conclude(run, args, record):
+    """Write the record, print its table row, leave the process group."""
     path = finish(run, record, args.out)
     if run.is_main:
-        print(f"\nrecord: {path}\n\n" + train_table([record], args.lang), flush=True)
+        table = train_table if record["case"] == "train" else infer_table
+        print(f"\nrecord: {path}\n\n" + table([record], args.lang), flush=True)
     dist.teardown(run)
     return record
+
+
+def conclude_training(run, args, parser, model_name, figures, flops_per_img, grad_accum=1):
+    return conclude(run, args, train_record(run, args, parser, model_name, figures,
+                                            flops_per_img, grad_accum))
 
 
 def load_records(paths):
@@ -171,7 +192,6 @@ def train_row(rec, lang="en"):
     fig = rec["figures"]
     e2e = fig.get("e2e_time")
     acc = fig.get("acc")
-    status = rec.get("status", "ok")
     row = [
         config_label(rec["device"]["label"], rec["nodes"], rec["procs_per_node"], lang),
         rec["precision"],
@@ -181,22 +201,78 @@ def train_row(rec, lang="en"):
         "" if acc is None else f"{acc:.1f}%",
         fmt_mem(fig),
     ]
-    if status != "ok":
-        reason = rec.get("error")
-        row[0] += f" [{status}: {reason}]" if reason else f" [{status}]"
+    row[0] += status_note(rec)
     return row
 
 
-def train_table(records, lang="en", model_column=None):
-    records = [r for r in records if r["case"] == "train"]
+def status_note(rec):
+    """' [failed: reason]' for a run that did not finish well, '' for one that did."""
+    status, reason = rec.get("status", "ok"), rec.get("error")
+    if status == "ok":
+        return ""
+    return f" [{status}: {reason}]" if reason else f" [{status}]"
+
+
+def _table(records, case, columns, row, lang, model_column):
+    records = [r for r in records if r["case"] == case]
     if model_column is None:
         model_column = len({r["model"] for r in records}) > 1
-    headers = ["配置" if lang == "zh" else "config", *TRAIN_COLUMNS]
-    rows = [train_row(r, lang) for r in records]
+    headers = ["配置" if lang == "zh" else "config", *columns]
+    rows = [row(r) for r in records]
     if model_column:
         headers = ["model"] + headers
-        rows = [[r["model"]] + row for r, row in zip(records, rows)]
+        rows = [[r["model"]] + cells for r, cells in zip(records, rows)]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def train_table(records, lang="en", model_column=None):
+    return _table(records, "train", TRAIN_COLUMNS, lambda r: train_row(r, lang), lang,
+                  model_column)
+
+
+INFER_COLUMNS = ("precision", "bs", "e2e_time", "p_val_whole", "p_val_core", "p_infer_whole",
+                 "p_infer_core", "latency", "acc", "mem")
+
+
+def infer_config(rec, lang="en"):
+    """'nvidia A100' as seed 001 writes it (zh), 'NVIDIA A100' otherwise; (NxM) if several."""
+    dev = rec["device"]
+    vendor = dev.get("vendor", "")
+    name = dev["label"] if vendor == dev["label"] else f"{vendor.lower() if lang == 'zh' else vendor} {dev['label']}"
+    if rec.get("world_size", 1) > 1:
+        name += f" ({rec['nodes']}x{rec['procs_per_node']})"
+    return name
+
+
+def fmt_latency(seconds):
+    if seconds is None:
+        return ""
+    return f"{seconds * 1e6:.0f}μs" if seconds < 1e-3 else f"{seconds * 1e3:.2f}ms"
+
+
+def infer_row(rec, lang="en", extra=True):
+    fig = rec["figures"]
+    one = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
+    acc = ("" if fig.get("acc_val") is None else
+           f"{fig['acc_val']:.2f}/{'' if fig.get('acc_infer') is None else format(fig['acc_infer'], '.2f')}")
+    mem = ("" if fig.get("mem_peak_gib") is None else
+           f"{fig['mem_peak_gib']:.2f}/{fig['mem_total_gib']:.1f}")
+    row = [infer_config(rec, lang), rec["precision"], str(rec["batch_size"]),
+           one(fig.get("e2e_time")), one(fig.get("p_val_whole")), one(fig.get("p_val_core")),
+           one(fig.get("p_infer_whole")), one(fig.get("p_infer_core")),
+           fmt_latency(fig.get("latency_s")), acc, mem]
+    row[0] += status_note(rec)
+    if extra:
+        b1 = fig.get("latency_b1_ms") or {}
+        row.append(f"{b1['p50']:.2f}/{b1['p99']:.2f}" if b1 else "")
+    return row
+
+
+def infer_table(records, lang="en", model_column=None, extra=True):
+    """Seed 001's inference table; `extra` adds the measured batch-1 latency p50/p99 (ms)."""
+    columns = INFER_COLUMNS + (("b1 p50/p99 ms",) if extra else ())
+    return _table(records, "infer", columns, lambda r: infer_row(r, lang, extra), lang,
+                  model_column)
 
 
 def main(argv=None):
@@ -211,6 +287,9 @@ def main(argv=None):
     if any(r["case"] == "train" for r in records):
         print("Training\n")
         print(train_table(records, a.lang))
+    if any(r["case"] == "infer" for r in records):
+        print("\nInference\n")
+        print(infer_table(records, a.lang))
     return 0
 
 

@@ -154,3 +154,6 @@ def vit_l_16(**kw) -> VisionTransformer:
 def vit_tiny(**kw) -> VisionTransformer:
     """A small ViT for tests: patch 16, 2 layers, 3 heads, width 192, mlp 768."""
     return _vit(16, 2, 3, 192, 768, **kw)
+
+
+MODELS = {"vit_b_16": vit_b_16, "vit_l_16": vit_l_16, "vit_tiny": vit_tiny}

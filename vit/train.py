@@ -19,10 +19,7 @@ import torch
 from torchvision.transforms import v2
 
 from common import cli, data, dist, report, train_loop
-from vit import model as vit_models
-
-MODELS = {"vit_b_16": vit_models.vit_b_16, "vit_l_16": vit_models.vit_l_16,
-          "vit_tiny": vit_models.vit_tiny}
+from vit.model import MODELS
 
 
 def get_args_parser():

@@ -1,0 +1,170 @@
+"""The two inference passes of METRICS.md, batch-1 latency, and the engines.
+
+1. validation: the eager model in eval() and inference mode -> p_val_whole, p_val_core
+2. inference: the engine (torch.compile by default, TensorRT where it imports, or
+   eager) -> p_infer_whole, p_infer_core
+
+Each pass goes over every validation image once (across ranks), after untimed warm-up
+batches. *_whole is images over the wall time of the pass, loading included; *_core is
+images over the summed device time from input-on-device to output-ready. Building the
+engine (compilation) is timed on its own and is in neither.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from common import data, dist
+from common.clocks import CoreTimer, percentiles, rate
+from common.device import DTYPES
+from common.errors import UserError
+from common.flops import flops_per_image
+
+ENGINES = ("compile", "tensorrt", "eager")
+
+
+def _mark_step():
+    # cuda graphs reuse output memory between calls; say where a new call begins
+    mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+    if mark is not None:
+        mark()
+
+
+def build_engine(model, engine, run, precision, compile_mode=None):
+    """The model as the engine runs it. Compilation itself happens on first calls."""
+    if engine == "eager":
+        return model
+    if engine == "compile":
+        if compile_mode is None:
+            # autotuned kernels and CUDA graphs on CUDA; the default elsewhere
+            compile_mode = "max-autotune" if run.device.type == "cuda" else "default"
+        return torch.compile(model, mode=compile_mode, dynamic=False)
+    if engine == "tensorrt":
+        try:
+            import torch_tensorrt  # noqa: F401  (registers the backend)
+        except ImportError:
+            raise UserError("--engine tensorrt: torch_tensorrt does not import here; "
+                            "install it or use --engine compile") from None
+        return torch.compile(model, backend="torch_tensorrt", dynamic=False,
+                             options={"enabled_precisions": {DTYPES[precision]}})
+    raise UserError(f"--engine {engine}: unknown; choose one of {', '.join(ENGINES)}")
+
+
+def _prepare(normalize, dtype):
+    return lambda images: normalize(images).to(dtype)
+
+
+def timed_pass(model, loader, run, prep, warmup_batches, repeat=1):
+    """One (or `repeat`) pass(es) over the loader: exact top-1/top-5 and the clocks."""
+    dev = run.device
+    first = data.to_device(next(iter(loader)), run)[0]
+    with torch.inference_mode():
+        for _ in range(warmup_batches):  # untimed, uncounted
+            _mark_step()
+            model(prep(first))
+    del first
+    timer = CoreTimer(dev)
+    correct1 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
+    correct5 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
+    images = 0
+    dev.synchronize()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(repeat):
+            for batch in loader:
+                x, labels = data.to_device(batch, run)
+                timer.begin()
+                _mark_step()
+                logits = model(prep(x))
+                timer.end()
+                top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                hits = top5.eq(labels[:, None])
+                correct1 += hits[:, 0].sum()
+                correct5 += hits.any(dim=1).sum()
+                images += labels.shape[0]
+    core = timer.total()
+    dev.synchronize()
+    whole = time.perf_counter() - t0
+    c1, c5, n = dist.sum_all(run, [correct1.item(), correct5.item(), images])
+    whole, core = dist.max_all(run, [whole, core])
+    return {"images": int(n), "whole_s": whole, "core_s": core,
+            "p_whole": rate(n, whole), "p_core": rate(n, core),
+            "top1": 100.0 * c1 / n if n else None, "top5": 100.0 * c5 / n if n else None,
+            "batch_core_ms": {k: v * 1000 for k, v in percentiles(timer.step_times).items()}}
+
+
+def batch1_latency(model, run, prep, image_size, calls, warmup=10):
+    """p50/p90/p99 in ms of single-image calls, each timed from a synchronised start
+    to a synchronised finish."""
+    dev = run.device
+    x = torch.randint(0, 256, (1, 3, image_size, image_size), dtype=torch.uint8,
+                      device=dev.torch_device)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + calls):
+            dev.synchronize()
+            t0 = time.perf_counter()
+            _mark_step()
+            model(prep(x))
+            dev.synchronize()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000)
+    return percentiles(times)
+
+
+def batch_sizes(loader):
+    """Every batch size this rank's loader yields (full, and the last partial one)."""
+    n = len(loader.sampler) if getattr(loader, "sampler", None) is not None else None
+    bs = getattr(loader, "batch_size", None)
+    if n is None or bs is None:
+        return {next(iter(loader))[0].shape[0]}
+    return {bs} | ({n % bs} if n % bs else set())
+
+
+def run_inference(run, args, model, loader, normalize):
+    """Both passes and the batch-1 latency; returns the figures of the record."""
+    dev = run.device
+    dtype = DTYPES[args.precision]
+    model = model.to(device=dev.torch_device, dtype=dtype).eval()
+    if getattr(args, "channels_last", False):
+        model = model.to(memory_format=torch.channels_last)
+    prep = _prepare(normalize, dtype)
+    flops = flops_per_image(model, args.image_size, dev.torch_device, dtype)
+    dev.reset_peak_memory()
+
+    dist.print0(run, "validation pass: eager model")
+    val = timed_pass(model, loader, run, prep, args.warmup_batches, args.repeat)
+
+    # build: compile for every shape the timed pass and the latency calls will use
+    dev.synchronize()
+    t0 = time.perf_counter()
+    engine = build_engine(model, args.engine, run, args.precision, args.compile_mode)
+    with torch.inference_mode():
+        for bs in sorted(batch_sizes(loader)) + [1]:
+            x = torch.zeros(bs, 3, args.image_size, args.image_size, dtype=torch.uint8,
+                            device=dev.torch_device)
+            for _ in range(2):
+                _mark_step()
+                engine(prep(x))
+    dev.synchronize()
+    build_s = time.perf_counter() - t0
+    (build_s,) = dist.max_all(run, [build_s])
+    dist.print0(run, f"engine '{args.engine}' built in {build_s:.1f} s; inference pass")
+
+    infer = timed_pass(engine, loader, run, prep, args.warmup_batches, args.repeat)
+    latency = batch1_latency(engine, run, prep, args.image_size, args.latency_calls)
+    (peak,) = dist.max_all(run, [dev.peak_memory()])
+    return {
+        "images": val["images"] // args.repeat, "build_s": build_s, "engine": args.engine,
+        "flops_per_image": flops,
+        "p_val_whole": val["p_whole"], "p_val_core": val["p_core"],
+        "p_infer_whole": infer["p_whole"], "p_infer_core": infer["p_core"],
+        # the seed's latency: time per image at full batch on the engine
+        "latency_s": 1.0 / infer["p_core"] if infer["p_core"] else None,
+        "latency_b1_ms": latency,
+        "acc_val": val["top1"], "acc_infer": infer["top1"],
+        "acc5_val": val["top5"], "acc5_infer": infer["top5"],
+        "val_pass": val, "infer_pass": infer,
+        "mem_peak_gib": peak / 1024 ** 3, "mem_total_gib": dev.total_memory() / 1024 ** 3,
+    }

@@ -1,0 +1,38 @@
+"""MobileNetV2 inference on the ImageNet validation set (the seed 001 case, for MobileNetV2).
+
+torchvision mobilenet_v2 with the published weights (mobilenet_v2-b0353104.pth, loaded with
+weights_only=True); Resize 256 + CenterCrop 224; batch 256. Two passes over all
+50,000 images: the eager model (validation), then the engine (torch.compile by
+default; --engine tensorrt where torch_tensorrt is installed). Also measures
+batch-1 latency of the engine.
+
+    python mobilenetv2/infer.py --data-dir /data/imagenet --weights mobilenet_v2-b0353104.pth --precision fp16
+    python mobilenetv2/infer.py --synthetic --precision fp16 --channels-last
+    torchrun --nproc_per_node 8 mobilenetv2/infer.py --data-dir /data/imagenet --weights ...
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+import torchvision
+
+from common import cli, data, dist, infer_loop, report
+from common.weights import load_weights
+
+
+def main(args, parser):
+    run = dist.start(args)
+    loader, num_classes, normalize = data.val_inputs(args, run, data.eval_transform(args.image_size))
+    model = torchvision.models.mobilenet_v2(num_classes=num_classes)
+    if args.weights:
+        load_weights(model, args.weights)
+    else:
+        dist.print0(run, "no --weights: random weights, the figures are speed only")
+    figures = infer_loop.run_inference(run, args, model, loader, normalize)
+    report.conclude(run, args, report.infer_record(run, args, "mobilenetv2", figures, args.weights))
+
+
+if __name__ == "__main__":
+    parser = cli.infer_parser(__doc__)
+    cli.entry(main, parser)
