@@ -76,9 +76,17 @@ def test_bit_npz_two_ranks(dataset, tmp_path):
     assert rec["model"] == "tiny" and rec["config"] == "1x2"
 
 
-def test_mobilenetv2_without_weights_is_speed_only(tmp_path):
-    proc = run_script(["mobilenetv2/infer.py", "--synthetic", "--synthetic-batches", 2,
-                       "--engine", "eager", *QUICK, "--out", tmp_path])
+def test_mobilenetv2_with_weights(dataset, weights, tmp_path):
+    proc = run_script(["mobilenetv2/infer.py", "--data-dir", dataset, "--weights",
+                       weights["mobilenetv2"], "--engine", "eager", "--channels-last", *QUICK,
+                       "--out", tmp_path])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_record(only_record(tmp_path))
+
+
+def test_without_weights_is_speed_only(tmp_path):
+    proc = run_script(["vit/infer.py", "--model", "vit_tiny", "--synthetic",
+                       "--synthetic-batches", 2, "--engine", "eager", *QUICK, "--out", tmp_path])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no --weights: random weights" in proc.stdout
     rec = only_record(tmp_path)
