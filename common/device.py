@@ -5,37 +5,58 @@ distributed backend, autocast, timing events, peak FLOP/s) and never branches
 on a vendor. A new kind of chip is one more entry in KINDS.
 
 Detection order is the order of KINDS: the first kind whose plug-in imports and
-whose `torch.<type>.is_available()` is true wins; CPU is last and always there.
-`--device TYPE` picks a kind by its torch device type instead.
+whose device module says `is_available()` wins; CPU is last and always there.
+
+    cuda  NVIDIA, and the chips behind the CUDA API: AMD and Hygon DCU (ROCm builds),
+          Iluvatar (CoreX builds), MetaX (MACA builds); told apart by `cuda_vendor`
+    musa  Moore Threads (torch_musa)      mlu  Cambricon (torch_mlu)
+    npu   Ascend (torch_npu)              xpu  Kunlunxin (torch_xmlir), then Intel (torch.xpu)
+    mps   Apple, one process only         cpu  always
+
+cuda comes first because it is cheap to ask and needs no plug-in import; a
+Kunlunxin build that serves the CUDA API is found there too.
+`--device TYPE` takes the first available kind of that torch device type instead
+(`--device xpu` is Kunlunxin where torch_xmlir is installed, Intel otherwise).
+
+Each call goes to `torch.accelerator` where the installed torch has it and it
+serves this kind, else to the kind's own module (torch.npu, torch_xmlir.xpu, ...).
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import os
 import platform
 import re
 import resource
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
 
 from common.errors import UserError
 
-GiB = 1024 ** 3
-
 
 @dataclass(frozen=True)
 class Kind:
-    vendor: str             # shown in records and tables
-    type: str               # torch device type
-    backend: str            # torch.distributed backend
+    vendor: str                # shown in records and tables (cuda: refined by cuda_vendor)
+    type: str                  # torch device type
+    backend: str | None        # torch.distributed backend; None: one process only
     plugin: str | None = None  # module that registers the device type with torch
+    api: str | None = None     # module with the device calls, where it is not torch.<type>
 
 
 KINDS = [
-    # NVIDIA and the chips that expose the CUDA API (Iluvatar, MetaX, Hygon)
     Kind("NVIDIA", "cuda", "nccl"),
+    Kind("Moore Threads", "musa", "mccl", plugin="torch_musa"),
+    Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu"),
+    Kind("Ascend", "npu", "hccl", plugin="torch_npu"),
+    # torch.xpu is intel's; kunlunxin's own calls live in torch_xmlir.xpu
+    Kind("Kunlunxin", "xpu", "xccl", plugin="torch_xmlir", api="torch_xmlir.xpu"),
+    Kind("Intel", "xpu", "xccl"),
+    Kind("Apple", "mps", None),
     Kind("CPU", "cpu", "gloo"),
 ]
 
@@ -56,15 +77,41 @@ _AUTOCAST = {"amp": torch.float16, "bf16": torch.bfloat16}
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "amp": torch.float16,
           "fp16": torch.float16, "bf16": torch.bfloat16}
 
+# torch.version attributes that name the vendor software a build runs on
+_VERSION_ATTRS = ("cuda", "hip", "maca", "musa", "cann", "xpu")
+
 
 def short_label(name):
-    """'NVIDIA A100-SXM4-40GB' -> 'A100', 'NVIDIA H100 80GB HBM3' -> 'H100'."""
-    label = re.sub(r"^((NVIDIA|Tesla|GeForce|Iluvatar)\s+)+", "", name.strip())
+    """'NVIDIA A100-SXM4-40GB' -> 'A100', 'AMD Instinct MI300X' -> 'MI300X'."""
+    label = re.sub(r"^((NVIDIA|Tesla|GeForce|Iluvatar|MetaX|AMD|Instinct)\s+)+", "", name.strip())
     # drop form factor and memory size, whichever order they come in
     suffix = re.compile(r"[- ](SXM\d*|PCIE|\d+GB|HBM\d*e?)(?=$|[- ])", re.I)
     while suffix.search(label):
         label = suffix.sub("", label, count=1)
     return label.strip() or name
+
+
+def _torch_build():
+    """torch's version with its local tag; CoreX wheels keep `+corex.X` only in the metadata."""
+    try:
+        wheel = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        wheel = ""
+    return f"{torch.__version__} {wheel}".lower()
+
+
+def cuda_vendor(name):
+    """Who made the chip behind torch.cuda, from the torch build and the device name."""
+    if torch.version.hip:
+        return "Hygon" if re.search(r"DCU|Hygon|K100|Z100|BW\d", name, re.I) else "AMD"
+    if getattr(torch.version, "maca", None) or re.search(r"MetaX", name, re.I):
+        return "MetaX"
+    if re.search(r"Iluvatar|BI-V|MR-V", name) or "corex" in _torch_build():
+        return "Iluvatar"
+    # kunlunxin's cuda-compatible builds import torch_xmlir with torch and name the chip 'GPU'
+    if sys.modules.get("torch_xmlir") is not None:
+        return "Kunlunxin"
+    return "NVIDIA"
 
 
 def _cpu_name():
@@ -78,6 +125,42 @@ def _cpu_name():
     return platform.processor() or platform.machine()
 
 
+def _apple_chip():
+    """'Apple M2 Max': torch.mps has no device name; the chip's brand string is it."""
+    try:
+        return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "Apple GPU"
+    except (OSError, subprocess.SubprocessError):
+        return "Apple GPU"
+
+
+def _nvidia_driver():
+    try:
+        with open("/proc/driver/nvidia/version") as f:
+            return re.search(r"Kernel Module\s+([\d.]+)", f.read()).group(1)
+    except (OSError, AttributeError):
+        return None
+
+
+def _api(kind):
+    """The module with the kind's device calls (imports its plug-in first)."""
+    if kind.plugin:
+        importlib.import_module(kind.plugin)
+    if kind.api:
+        return importlib.import_module(kind.api)
+    return getattr(torch, kind.type, None)
+
+
+def _accelerator_serves(kind):
+    # torch.accelerator speaks for the device type torch registered; a kind with its own
+    # module does not go through it, and mps gained its memory calls there only lately
+    acc = getattr(torch, "accelerator", None)
+    if acc is None or kind.api or kind.type in ("cpu", "mps"):
+        return False
+    current = acc.current_accelerator()
+    return current is not None and current.type == kind.type
+
+
 class Device:
     """One device of a kind, for one process (its local rank)."""
 
@@ -87,52 +170,102 @@ class Device:
         self.backend = kind.backend
         self.vendor = kind.vendor
         self.index = index
-        self.api = getattr(torch, kind.type)  # torch.cuda, torch.npu, torch.mlu, ...
+        self.api = None if kind.type == "cpu" else _api(kind)
+        self._accelerator = _accelerator_serves(kind)
         if kind.type == "cpu":
-            self.torch_device = torch.device("cpu")
-            self.name = _cpu_name()
-            self.label = "CPU"
-        else:
-            self.api.set_device(index)
-            self.torch_device = torch.device(kind.type, index)
-            self.name = self.api.get_device_name(index)
-            self.label = short_label(self.name)
+            self.name, self.label = _cpu_name(), "CPU"
+            return
+        set_device = self._call("set_device_index", "set_device")
+        if set_device is not None:  # mps has one device and nothing to set
+            set_device(index)
+        get_name = getattr(self.api, "get_device_name", None)
+        self.name = get_name(index) if get_name else _apple_chip()
+        if kind.type == "cuda":
+            self.vendor = cuda_vendor(self.name)
+        self.label = short_label(self.name)
+
+    @property
+    def torch_device(self):
+        # built on use, as torch knows a plug-in's type name only once the plug-in is imported
+        return torch.device("cpu") if self.type == "cpu" else torch.device(self.type, self.index)
 
     def __repr__(self):
         return f"Device({self.torch_device}, {self.name!r})"
 
+    def _call(self, name, *older_names):
+        """torch.accelerator's `name` where it serves this kind, else the device module's
+        `name` or the first of `older_names` it has (None when it has none)."""
+        if self._accelerator and hasattr(torch.accelerator, name):
+            return getattr(torch.accelerator, name)
+        return next((getattr(self.api, n) for n in (name, *older_names)
+                     if getattr(self.api, n, None) is not None), None)
+
+    # the calls below take no device index: they act on the process's current device,
+    # set in __init__, and mps and torch_xmlir take none
+
     # clocks
     def synchronize(self):
         if self.type != "cpu":
-            self.api.synchronize(self.index)
+            # torch_xmlir.xpu has called it xpu_synchronize
+            self._call("synchronize", "xpu_synchronize")()
 
     def timing_event(self):
         """A device event that records when the queued work reaches it, or None."""
-        event = getattr(self.api, "Event", None)
-        return event(enable_timing=True) if event is not None and self.type != "cpu" else None
+        if self.type == "cpu":
+            return None
+        if self._accelerator and hasattr(torch, "Event"):
+            return torch.Event(self.torch_device, enable_timing=True)
+        event = getattr(self.api, "Event", None)  # absent from torch_xmlir.xpu and older mps
+        return event(enable_timing=True) if event is not None else None
 
     # memory
     def reset_peak_memory(self):
-        if self.type != "cpu":
-            self.api.reset_peak_memory_stats(self.index)
+        if self.type in ("cpu", "mps"):
+            return
+        # older torch_musa names it reset_peak_stats; some torch_xmlir builds have neither
+        reset = self._call("reset_peak_memory_stats", "reset_peak_stats")
+        with contextlib.suppress(AttributeError, RuntimeError, TypeError):
+            if reset is not None:
+                reset()
 
     def peak_memory(self):
-        """Bytes: the allocator's peak reservation, or the process's peak RSS on CPU."""
+        """Bytes: the allocator's peak reservation, or the process's peak RSS on CPU;
+        None where the device's module cannot tell (the mem cell stays empty)."""
         if self.type == "cpu":
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return self.api.max_memory_reserved(self.index)
+        if self.type == "mps":
+            # mps keeps no peak: what the metal driver holds for this process, pools included
+            return self.api.driver_allocated_memory()
+        peak = self._call("max_memory_reserved")
+        try:
+            return peak() if peak is not None else None
+        except (AttributeError, RuntimeError, TypeError):  # present but not wired (torch_xmlir)
+            return None
 
     def total_memory(self):
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         if self.type == "cpu":
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            return machine
+        if self.type == "mps":
+            # unified memory: metal's recommended working set where torch can read it
+            recommended = getattr(self.api, "recommended_max_memory", None)
+            return recommended() if recommended else machine
         return self.api.get_device_properties(self.index).total_memory
+
+    def device_count(self):
+        """Devices of this kind on this node (1 for CPU and mps)."""
+        if self.type in ("cpu", "mps"):
+            return 1
+        return self._call("device_count")()
 
     # precision
     def supported_precisions(self):
         if self.type == "cpu":
             return ("fp32", "bf16")
         found = ["fp32", "amp", "fp16"]
-        if self.type == "cuda" and torch.cuda.get_device_capability(self.index) >= (8, 0):
+        # tf32 is an nvidia ampere tensor-core mode; other cuda-api chips report capabilities
+        # of their own (kunlunxin's compat layer says 8.6)
+        if self.vendor == "NVIDIA" and torch.cuda.get_device_capability(self.index) >= (8, 0):
             found.append("tf32")
         bf16 = getattr(self.api, "is_bf16_supported", None)
         if bf16 is not None and bf16():
@@ -172,25 +305,29 @@ class Device:
         return None
 
     def stack(self):
-        """Versions of the vendor software under torch, for the record."""
-        if self.type == "cuda":
-            return {"cuda": torch.version.cuda, "hip": torch.version.hip,
-                    "cudnn": torch.backends.cudnn.version()}
+        """The vendor and the versions of its software under torch, for the record."""
+        found = {"vendor": self.vendor}
+        if self.type != "cpu":  # a cpu run does not use the build's accelerator software
+            found.update({a: getattr(torch.version, a, None) for a in _VERSION_ATTRS})
         if self.kind.plugin:
-            mod = importlib.import_module(self.kind.plugin)
-            return {self.kind.plugin: getattr(mod, "__version__", None)}
-        return {}
+            found[self.kind.plugin] = getattr(sys.modules[self.kind.plugin], "__version__", None)
+        if self.type == "cuda":
+            found["cudnn"] = torch.backends.cudnn.version()
+            corex = re.search(r"corex\.?([\d.]*\d)", _torch_build())
+            found["corex"] = corex.group(1) if corex else None
+            found["driver"] = _nvidia_driver() if self.vendor == "NVIDIA" else None
+        if self.type == "mps":
+            found["macos"] = platform.mac_ver()[0]
+        return {k: v for k, v in found.items() if v}
 
 
 def _available(kind):
     if kind.type == "cpu":
         return True
-    if kind.plugin:
-        try:
-            importlib.import_module(kind.plugin)
-        except ImportError:
-            return False
-    api = getattr(torch, kind.type, None)
+    try:
+        api = _api(kind)
+    except ImportError:  # the plug-in is not installed: not this kind
+        return False
     return api is not None and api.is_available()
 
 
@@ -201,23 +338,27 @@ def select(requested="auto", local_rank=0):
     else:
         matches = [k for k in KINDS if k.type == requested]
         if not matches:
-            raise UserError(f"--device {requested}: unknown device type; "
-                             f"choose auto or one of {', '.join(k.type for k in KINDS)}")
-        kind = matches[0]
-        if not _available(kind):
-            raise UserError(f"--device {requested}: no {kind.vendor} device is available "
-                             f"to this process; use --device auto to take what is there")
+            raise UserError(f"--device {requested}: unknown device type; choose auto or one "
+                            f"of {', '.join(dict.fromkeys(k.type for k in KINDS))}")
+        kind = next((k for k in matches if _available(k)), None)
+        if kind is None:
+            raise UserError(f"--device {requested}: no {' or '.join(k.vendor for k in matches)} "
+                            f"device is available to this process; use --device auto to take "
+                            f"what is there")
+    if kind.backend is None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise UserError(f"--device {kind.type}: {kind.vendor} runs one process only; "
+                        f"run the script without torchrun (or with --nproc_per_node 1)")
     return Device(kind, local_rank if kind.type != "cpu" else 0)
 
 
 def local_device_count(requested="auto"):
     """Devices of the selected kind on this node (1 for CPU): torchrun's --nproc_per_node."""
-    kind = select(requested).kind
-    return 1 if kind.type == "cpu" else getattr(torch, kind.type).device_count()
+    return select(requested).device_count()
 
 
 if __name__ == "__main__":
     # `python -m common.device`: what the suite sees here
     d = select()
-    print(f"{d.vendor} {d.type} x{local_device_count()}: {d.name} ({d.label}); "
-          f"precisions {', '.join(d.supported_precisions())}; backend {d.backend}")
+    print(f"{d.vendor} {d.type} x{d.device_count()}: {d.name} ({d.label}); "
+          f"precisions {', '.join(d.supported_precisions())}; backend {d.backend}; "
+          f"stack {d.stack()}")

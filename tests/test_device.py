@@ -13,6 +13,9 @@ from common.errors import UserError
     ("Tesla V100-SXM2-32GB", "V100"),
     ("Iluvatar BI-V100", "BI-V100"),
     ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+    ("AMD Instinct MI300X", "MI300X"),
+    ("MetaX C550", "C550"),
+    ("K100_AI", "K100_AI"),
 ])
 def test_short_label(name, label):
     assert device.short_label(name) == label
@@ -24,6 +27,8 @@ def test_cpu_is_always_there():
     assert d.total_memory() > d.peak_memory() > 0
     assert d.timing_event() is None
     assert device.local_device_count("cpu") == 1
+    # a cpu run records no accelerator software, whatever the torch build carries
+    assert d.stack() == {"vendor": "CPU"} and d.vendor == "CPU"
 
 
 def test_auto_picks_the_first_available_kind():
