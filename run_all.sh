@@ -5,8 +5,11 @@
 #   DATA_DIR=/data/imagenet bash run_all.sh          # the real cases, every device of this node
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 DATA_DIR=/data/imagenet bash run_all.sh  # on each node
 #
+#   NNODES=2 RDZV_ENDPOINT=10.0.0.1:29500 DATA_DIR=/data/imagenet bash run_all.sh  # same on each
+#
 # Environment: DATA_DIR, NPROC (devices per node; default all), NNODES, NODE_RANK,
-# MASTER_ADDR, MASTER_PORT (passed to torchrun), OUT (record directory),
+# MASTER_ADDR, MASTER_PORT (passed to torchrun), RDZV_ENDPOINT and RDZV_ID (a c10d
+# rendezvous instead of node ranks; each case is its own rendezvous), OUT (record directory),
 # TABLE_LANG (en|zh), CASES (e.g. "resnet50_train vit_infer"), EXTRA_ARGS (appended to
 # every case), WEIGHTS_DIR (published weights for the inference cases, by their file names:
 # resnet50-0676ba61.pth, mobilenet_v2-b0353104.pth, vit_b_16-c867db91.pth,
@@ -35,9 +38,14 @@ else
   # quick mode: a generated JPEG dataset and a few steps at a small image size
   MODE=quick
   QUICK_DATA=runs/quick-data
-  if [ ! -d "$QUICK_DATA/val" ]; then
-    "$PY" -m common.make_dataset "$QUICK_DATA" --classes 4 --train-per-class 64 \
+  if [ ! -d "$QUICK_DATA" ]; then
+    # written aside and renamed: an interrupted write is never taken for the dataset, and
+    # the agents of a two-node run on one machine do not write into each other's files
+    mkdir -p runs
+    tmp=$(mktemp -d runs/.quick-data.XXXXXX)
+    "$PY" -m common.make_dataset "$tmp" --classes 4 --train-per-class 64 \
       --val-per-class 16 --size 80 || exit 1
+    mv -T "$tmp" "$QUICK_DATA" 2>/dev/null || rm -rf "$tmp"  # the other agent was first
   fi
   DATA_ARGS=(--data-dir "$QUICK_DATA" --image-size 64 --batch-size 8 --workers 1)
   TRAIN_ARGS=(--max-steps 12 --warmup-steps 2 --print-freq 4)
@@ -47,9 +55,15 @@ else
 fi
 
 launch() {
+  local rdzv
+  if [ -n "${RDZV_ENDPOINT:-}" ]; then
+    # c10d rendezvous: the identical command on every node; one rendezvous per case
+    rdzv=(--rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT" --rdzv-id "${RDZV_ID:-run_all}-$CASE")
+  else
+    rdzv=(--node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT")
+  fi
   # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
-  "$PY" -m torch.distributed.run --nnodes "$NNODES" --node-rank "$NODE_RANK" \
-    --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" --nproc-per-node "$NPROC" \
+  "$PY" -m torch.distributed.run --nnodes "$NNODES" "${rdzv[@]}" --nproc-per-node "$NPROC" \
     "$@" "${DATA_ARGS[@]}" --out "$OUT" --lang "$TABLE_LANG" $EXTRA_ARGS
 }
 train() { launch "$@" "${TRAIN_ARGS[@]}"; }
@@ -78,24 +92,26 @@ ALL_CASES="resnet50_train mobilenetv2_train vit_train bit_train
            resnet50_infer mobilenetv2_infer vit_infer bit_infer"
 FAILED=()
 echo "run_all: $MODE mode, ${NNODES}x${NPROC}, records in $OUT"
-for case in ${CASES:-$ALL_CASES}; do
-  echo "=== $case"
-  if ! declare -F "$case" >/dev/null; then
-    echo "=== $case: no such case; CASES takes: $ALL_CASES" >&2
-    FAILED+=("$case")
+for CASE in ${CASES:-$ALL_CASES}; do
+  echo "=== $CASE"
+  if ! declare -F "$CASE" >/dev/null; then
+    echo "=== $CASE: no such case; CASES takes: $ALL_CASES" >&2
+    FAILED+=("$CASE")
     continue
   fi
-  "$case"
+  "$CASE"
   rc=$?
   if [ $rc -ne 0 ]; then
-    echo "=== $case FAILED (exit $rc)"
-    FAILED+=("$case")
+    echo "=== $CASE FAILED (exit $rc)"
+    FAILED+=("$CASE")
   fi
 done
 
-if [ "$NODE_RANK" = 0 ]; then
-  echo
+echo
+if compgen -G "$OUT/*.json" >/dev/null; then
   "$PY" -m common.report "$OUT" --lang "$TABLE_LANG"
+elif [ ${#FAILED[@]} -eq 0 ]; then
+  echo "run_all: the records are on the node of global rank 0"
 fi
 if [ ${#FAILED[@]} -gt 0 ]; then
   echo "run_all: failed: ${FAILED[*]}" >&2

@@ -42,6 +42,8 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
     a("--out", default="runs", help="directory for the JSON result record")
     a("--lang", choices=("en", "zh"), default="en", help="labels of the printed table row")
     a("--debug", action="store_true", help="show the traceback of a user error")
+    a("--monitor-interval", type=float, default=1.0,
+      help="seconds between samples of device power, memory, use and temperature (0: off)")
     return p
 
 

@@ -122,10 +122,16 @@ class TrainClocks:
         self.steps = 0           # optimizer steps so far, warm-up included
         self.images = 0          # images in the timed region
         self.region_start = None
+        self.region_end = None   # set by figures(): the timed region is region_start..end
         self.paused_s = {"eval": 0.0, "checkpoint": 0.0}
         self.core = CoreTimer(device)
         if warmup_steps == 0:
             self._start_region()
+
+    @property
+    def window(self):
+        """(start, end) perf_counter seconds of the timed region, None until figures()."""
+        return None if self.region_end is None else (self.region_start, self.region_end)
 
     @property
     def timing(self):
@@ -169,7 +175,8 @@ class TrainClocks:
             return {"images": 0}
         core = self.core.total()
         step_times = self.core.step_times
-        whole = time.perf_counter() - self.region_start
+        self.region_end = time.perf_counter()
+        whole = self.region_end - self.region_start
         paused = self.paused_s["eval"] + self.paused_s["checkpoint"]
         (images,) = dist.sum_all(run, [self.images])
         whole, train, core, eval_s, ckpt_s = dist.max_all(

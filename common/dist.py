@@ -1,7 +1,12 @@
-"""Distributed setup from torchrun's environment, and the few collectives the suite needs.
+"""Distributed setup from the launcher's environment, and the few collectives the suite needs.
 
-`torchrun --nnodes N --nproc_per_node P script.py` sets RANK, LOCAL_RANK, WORLD_SIZE and
-LOCAL_WORLD_SIZE; plain `python script.py` runs as one process with no process group.
+- `torchrun --nnodes N --nproc_per_node P script.py` sets RANK, LOCAL_RANK, WORLD_SIZE and
+  LOCAL_WORLD_SIZE (and MASTER_ADDR/MASTER_PORT).
+- `srun` (SLURM, one task per device) sets SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS and
+  SLURM_NTASKS_PER_NODE; MASTER_ADDR must be exported by the batch script (see
+  common/slurm.sbatch), MASTER_PORT defaults to 29500.
+- plain `python script.py` runs as one process with no process group.
+The configuration a record reports (nodes x devices) comes from these, never from a flag.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from common import device as devices
+from common.errors import UserError
 
 
 @dataclass
@@ -42,16 +48,38 @@ class Run:
         return f"{self.nodes}x{self.local_world_size}"
 
 
+def _slurm_tasks_per_node(env, world_size):
+    # SLURM_NTASKS_PER_NODE is set with --ntasks-per-node; SLURM_TASKS_PER_NODE ("8(x2)") always
+    for key in ("SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
+        if env.get(key):
+            return int(env[key].split("(")[0].split(",")[0])
+    return world_size // int(env.get("SLURM_NNODES", 1))
+
+
+def world_from_env(env=os.environ):
+    """(rank, local_rank, world_size, local_world_size) from torchrun, srun, or neither."""
+    if "RANK" in env:
+        world_size = int(env.get("WORLD_SIZE", 1))
+        return (int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), world_size,
+                int(env.get("LOCAL_WORLD_SIZE", world_size)))
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1:
+        world_size = int(env["SLURM_NTASKS"])
+        if "MASTER_ADDR" not in env:
+            raise UserError("srun without torchrun: export MASTER_ADDR (the first node's "
+                            "address) in the batch script, as common/slurm.sbatch does")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        return (int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), world_size,
+                _slurm_tasks_per_node(env, world_size))
+    return 0, 0, 1, 1
+
+
 def setup(requested_device="auto", timeout_s=600):
-    env = os.environ
-    rank = int(env.get("RANK", 0))
-    world_size = int(env.get("WORLD_SIZE", 1))
-    local_rank = int(env.get("LOCAL_RANK", 0))
-    local_world_size = int(env.get("LOCAL_WORLD_SIZE", world_size))
+    rank, local_rank, world_size, local_world_size = world_from_env()
     dev = devices.select(requested_device, local_rank)
     if world_size > 1:
         # a rank that dies makes the others fail after timeout_s instead of hanging
-        dist.init_process_group(backend=dev.backend, rank=rank, world_size=world_size,
+        dist.init_process_group(backend=dev.backend, init_method="env://", rank=rank,
+                                world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
     return Run(rank, local_rank, world_size, local_world_size, dev)
 
@@ -91,3 +119,12 @@ def sum_all(run, values):
 
 def max_all(run, values):
     return _reduce(run, values, dist.ReduceOp.MAX)
+
+
+def memory_figures(run):
+    """mem of METRICS.md: the largest peak any rank's allocator reserved and the device's
+    total memory, in GiB; the peak is None where the device cannot tell it."""
+    peak = run.device.peak_memory()
+    (most,) = max_all(run, [-1 if peak is None else peak])
+    return {"mem_peak_gib": most / 1024 ** 3 if most >= 0 else None,
+            "mem_total_gib": run.device.total_memory() / 1024 ** 3}

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import data, dist
+from common import data, dist, monitor
 from common.clocks import CoreTimer, percentiles, rate
 from common.device import DTYPES
 from common.errors import UserError
@@ -85,10 +85,11 @@ def timed_pass(model, loader, run, prep, warmup_batches, repeat=1):
                 images += labels.shape[0]
     core = timer.total()
     dev.synchronize()
-    whole = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    whole = t1 - t0
     c1, c5, n = dist.sum_all(run, [correct1.item(), correct5.item(), images])
     whole, core = dist.max_all(run, [whole, core])
-    return {"images": int(n), "whole_s": whole, "core_s": core,
+    return {"images": int(n), "whole_s": whole, "core_s": core, "window": (t0, t1),
             "p_whole": rate(n, whole), "p_core": rate(n, core),
             "top1": 100.0 * c1 / n if n else None, "top5": 100.0 * c5 / n if n else None,
             "batch_core_ms": {k: v * 1000 for k, v in percentiles(timer.step_times).items()}}
@@ -132,6 +133,7 @@ def run_inference(run, args, model, loader, normalize):
     prep = _prepare(normalize, dtype)
     flops = flops_per_image(model, args.image_size, dev.torch_device, dtype)
     dev.reset_peak_memory()
+    mon = monitor.start(run, args)
 
     dist.print0(run, "validation pass: eager model")
     val = timed_pass(model, loader, run, prep, args.warmup_batches, args.repeat)
@@ -154,7 +156,11 @@ def run_inference(run, args, model, loader, normalize):
 
     infer = timed_pass(engine, loader, run, prep, args.warmup_batches, args.repeat)
     latency = batch1_latency(engine, run, prep, args.image_size, args.latency_calls)
-    (peak,) = dist.max_all(run, [dev.peak_memory()])
+    memory = dist.memory_figures(run)
+    monitor.stop(mon)
+    # each pass over its own window; perf_counter windows mean nothing in a record
+    passes = {name: monitor.summary(run, mon, p.pop("window"), p["images"], args)
+              for name, p in (("val", val), ("infer", infer))}
     return {
         "images": val["images"] // args.repeat, "build_s": build_s, "engine": args.engine,
         "flops_per_image": flops,
@@ -166,5 +172,5 @@ def run_inference(run, args, model, loader, normalize):
         "acc_val": val["top1"], "acc_infer": infer["top1"],
         "acc5_val": val["top5"], "acc5_infer": infer["top5"],
         "val_pass": val, "infer_pass": infer,
-        "mem_peak_gib": peak / 1024 ** 3, "mem_total_gib": dev.total_memory() / 1024 ** 3,
+        **memory, "monitor": passes,
     }

@@ -23,7 +23,7 @@ import torch
 import torchvision
 from tabulate import tabulate
 
-from common import cli, clocks, dist
+from common import cli, clocks, dist, scaling
 from common.flops import efficiency
 
 GiB = 1024 ** 3
@@ -275,6 +275,40 @@ def infer_table(records, lang="en", model_column=None, extra=True):
                   model_column)
 
 
+POWER_COLUMNS = ("model", "config", "precision", "pass", "source", "power max W",
+                 "power mean W", "J/img", "device mem GiB", "util %", "host cpu %",
+                 "host mem GiB")
+
+
+def _monitored(rec):
+    """(pass name, monitor figures) of a record: training's timed region, or each
+    inference pass."""
+    mon = rec["figures"].get("monitor") or {}
+    if rec["case"] == "train":
+        return [("train", mon)] if mon else []
+    return [(name, mon[name]) for name in ("val", "infer") if mon.get(name)]
+
+
+def power_table(records, lang="en"):
+    """What the hardware monitor saw in each run; empty cells where a source was missing."""
+    one = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
+    rows = []
+    for rec in records:
+        for name, m in _monitored(rec):
+            if m.get("interval_s") is None:  # monitor off
+                continue
+            rows.append([rec["model"],
+                         config_label(rec["device"]["label"], rec["nodes"],
+                                      rec["procs_per_node"], lang),
+                         rec["precision"], name, m.get("source") or "", one(m.get("power_max_w")),
+                         one(m.get("power_mean_w")),
+                         "" if m.get("energy_per_image_j") is None
+                         else f"{m['energy_per_image_j']:.3g}",
+                         one(m.get("device_mem_peak_gib")), one(m.get("device_util_mean_pct")),
+                         one(m.get("host_cpu_mean_pct")), one(m.get("host_mem_peak_gib"))])
+    return tabulate(rows, headers=POWER_COLUMNS, tablefmt="github", disable_numparse=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Render result tables from JSON records.")
     p.add_argument("paths", nargs="+", help="record files or directories of them")
@@ -290,6 +324,13 @@ def main(argv=None):
     if any(r["case"] == "infer" for r in records):
         print("\nInference\n")
         print(infer_table(records, a.lang))
+    # several sizes of one training case: how it scales
+    if scaling.several_sizes(records):
+        print("\nScaling (p_core per device; efficiency = p_core / (devices x p_core at 1x1))\n")
+        print(scaling.scaling_table(records))
+    if any(m.get("interval_s") for r in records for _, m in _monitored(r)):
+        print("\nHardware monitor (device cells empty where no source answered)\n")
+        print(power_table(records, a.lang))
     return 0
 
 

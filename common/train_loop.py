@@ -17,12 +17,10 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import data, dist
+from common import data, dist, monitor
 from common.clocks import TrainClocks
 from common.errors import UserError
 from common.flops import flops_per_image
-
-GiB = 1024 ** 3
 
 
 def _lockstep_batches(loader, run):
@@ -112,6 +110,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     dev = run.device
     dev.reset_peak_memory()
     clocks = TrainClocks(dev, args.warmup_steps)
+    mon = monitor.start(run, args)
     scaler = dev.grad_scaler(args.precision)
     net = model
     if run.distributed and not sharded:
@@ -192,8 +191,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
             stop = "max_steps" if args.max_steps and step >= args.max_steps else "epochs"
             break
     figures = clocks.figures(run)
-    (peak,) = dist.max_all(run, [dev.peak_memory()])
-    figures.update(mem_peak_gib=peak / GiB, mem_total_gib=dev.total_memory() / GiB)
+    monitor.stop(mon)
+    figures["monitor"] = monitor.summary(run, mon, clocks.window, figures["images"], args)
+    figures.update(dist.memory_figures(run))
     figures.update(steps=step, epochs_run=epoch + 1, stopped=stop or "epochs", evals=evals,
                    acc=evals[-1]["top1"] if evals else None,
                    acc5=evals[-1]["top5"] if evals else None)

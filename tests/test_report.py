@@ -86,3 +86,29 @@ def test_report_cli_names_a_broken_file(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match="broken.json"):
         report.load_records([str(tmp_path)])
+
+
+def test_report_command_adds_scaling_and_monitor_tables(tmp_path, capsys):
+    """`python -m common.report DIR` on seed 000's 1x1, 1x8 and 2x8 rows (bs=256,lr=0.8),
+    the 1x8 one carrying what the hardware monitor saw."""
+    monitored = {"interval_s": 1.0, "source": "nvml", "power_max_w": 398.0,
+                 "power_mean_w": 351.25, "energy_per_image_j": 0.4603,
+                 "device_mem_peak_gib": 29.5, "device_util_mean_pct": 97.0,
+                 "host_cpu_mean_pct": 41.0, "host_mem_peak_gib": 120.0}
+    for i, rec in enumerate(SEED_000_RECORDS[1:]):
+        rec = {**rec, "batch_size": 256, "world_size": rec["nodes"] * rec["procs_per_node"],
+               "finished": f"2026-01-0{i + 1}",
+               "figures": {**rec["figures"], "monitor": monitored if i == 0 else {}}}
+        (tmp_path / f"{i}.json").write_text(json.dumps(rec))
+    assert report.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+
+    def body(section):  # the rows of the first table after `section`, headers left out
+        return cells("\n".join(line for line in out.split(section)[1].split("\n\n")[1].splitlines()[2:]))
+    scaling_rows = body("Scaling")
+    assert [r[4:] for r in scaling_rows] == [["1x1", "1", "799", "799", "100.0%"],
+                                            ["1x8", "8", "6105", "763", "95.5%"],
+                                            ["2x8", "16", "11874", "742", "92.9%"]]
+    monitor_rows = body("Hardware monitor")
+    assert monitor_rows == [["resnet50", "A100 1 node x 8 (1x8)", "fp32", "train", "nvml",
+                             "398.0", "351.2", "0.46", "29.5", "97.0", "41.0", "120.0"]]
