@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The full-size GPU runs the suite's issues ask for, in one go on one device; the records
+# and the rendered tables land in results/<device label>/ to be committed with the command
+# and device they came from (both are in every record).
+#
+#   bash results/gpu_checks.sh            # all of it, about 20 minutes on one H100
+#   bash results/gpu_checks.sh train      # or: infer
+set -u
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+LABEL=$("$PY" -c "from common.device import select; print(select().label.replace(' ', '_'))")
+OUT=${OUT:-results/$LABEL}
+WHAT=${1:-all}
+FAILED=0
+run() { echo "+ $*"; "$@" || { echo "FAILED: $*" >&2; FAILED=1; }; }
+
+if [ "$WHAT" = all ] || [ "$WHAT" = train ]; then
+  # ResNet50 training at 224, bs 256, channels-last: fp32 (no TF32), tf32, amp
+  for p in fp32 tf32 amp; do
+    run "$PY" resnet50/train.py --synthetic --batch-size 256 --precision "$p" --channels-last \
+      --synthetic-steps 100 --max-steps 100 --warmup-steps 20 --print-freq 20 --out "$OUT/train"
+  done
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = infer ]; then
+  # ResNet50 inference at bs 256, fp16 and fp32; the other three models fp16
+  for p in fp16 fp32; do
+    run "$PY" resnet50/infer.py --synthetic --batch-size 256 --precision "$p" --channels-last \
+      --synthetic-batches 100 --out "$OUT/infer"
+  done
+  run "$PY" mobilenetv2/infer.py --synthetic --batch-size 256 --precision fp16 --channels-last \
+    --synthetic-batches 100 --out "$OUT/infer"
+  run "$PY" vit/infer.py --synthetic --batch-size 256 --precision fp16 \
+    --synthetic-batches 50 --out "$OUT/infer"
+  run "$PY" bit/infer.py --synthetic --batch-size 64 --precision fp16 \
+    --synthetic-batches 20 --out "$OUT/infer"
+fi
+"$PY" -m common.report "$OUT" | tee "$OUT/tables.md"
+exit $FAILED
