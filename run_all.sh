@@ -99,11 +99,21 @@ for CASE in ${CASES:-$ALL_CASES}; do
     FAILED+=("$CASE")
     continue
   fi
-  "$CASE"
+  mkdir -p "$OUT/logs"
+  before=$(compgen -G "$OUT/*.json" | wc -l)
+  "$CASE" 2> >(tee "$OUT/logs/$CASE.stderr" >&2)
   rc=$?
+  wait $! 2>/dev/null  # the tee, so the log is whole before it is read
   if [ $rc -ne 0 ]; then
     echo "=== $CASE FAILED (exit $rc)"
     FAILED+=("$CASE")
+    # a case that ended before writing its record still gets a row, with its reason
+    if [ "$NODE_RANK" = 0 ] && [ "$(compgen -G "$OUT/*.json" | wc -l)" = "$before" ]; then
+      reason=$(grep -h "error:" "$OUT/logs/$CASE.stderr" | tail -n 1)
+      [ -n "$reason" ] || reason=$(grep -v '^\s*$' "$OUT/logs/$CASE.stderr" | tail -n 1)
+      "$PY" -m common.report --failed-case "$CASE" --reason "${reason:-exit $rc}" \
+        --config "${NNODES}x${NPROC}" "$OUT" >/dev/null
+    fi
   fi
 done
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common import checkpoint
 from common.errors import UserError
 
 # recipe hyper-parameters and their short names in the fix_hp column
@@ -42,6 +43,8 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
     a("--out", default="runs", help="directory for the JSON result record")
     a("--lang", choices=("en", "zh"), default="en", help="labels of the printed table row")
     a("--debug", action="store_true", help="show the traceback of a user error")
+    a("--dist-timeout", type=float, default=600,
+      help="seconds a collective waits for a lost rank before the run ends with an error")
     a("--monitor-interval", type=float, default=1.0,
       help="seconds between samples of device power, memory, use and temperature (0: off)")
     return p
@@ -65,6 +68,10 @@ def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=
     a("--eval-every", type=int, default=1, help="evaluate every N epochs (0: never)")
     a("--print-freq", type=int, default=10, help="progress line every N steps")
     a("--synthetic-steps", type=int, default=100, help="steps per epoch with --synthetic")
+    a("--skip-bad-images", action="store_true",
+      help="skip training images that cannot be decoded (counted in the record) instead "
+           "of stopping; validation images are never skipped")
+    checkpoint.add_flags(p)
     return p
 
 
@@ -94,8 +101,16 @@ def entry(main, parser, argv=None):
     except UserError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def one_line(error):
+    """The message of a UserError; one raised in a data loader worker comes back with
+    the worker's traceback in front of it, and its last line is the message."""
+    last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    prefix = f"{type(error).__module__}.{type(error).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
 
 
 def fix_hp(args, parser):

@@ -114,7 +114,12 @@ class CoreTimer:
 class TrainClocks:
     """Call `begin_step()` once the batch is on the device, `end_step(images, last)`
     after each backward (last=True once the optimizer step is done), and wrap
-    evaluation and checkpointing in `paused("eval")` / `paused("checkpoint")`."""
+    evaluation and checkpointing in `paused("eval")` / `paused("checkpoint")`.
+
+    A resumed run carries the figures of the processes before it (`restore`): their
+    images and times are added once; the restart itself is not in any of them."""
+
+    _TIMES = ("whole_s", "train_s", "core_s", "eval_s", "checkpoint_s")
 
     def __init__(self, device, warmup_steps):
         self.device = device
@@ -125,6 +130,7 @@ class TrainClocks:
         self.region_end = None   # set by figures(): the timed region is region_start..end
         self.paused_s = {"eval": 0.0, "checkpoint": 0.0}
         self.core = CoreTimer(device)
+        self.carried = {"images": 0, "step_times": [], **dict.fromkeys(self._TIMES, 0.0)}
         if warmup_steps == 0:
             self._start_region()
 
@@ -168,26 +174,47 @@ class TrainClocks:
             self.device.synchronize()
             self.paused_s[what] += time.perf_counter() - t0
 
-    def figures(self, run):
-        """p_whole, p_train, p_core (img/s): images summed over ranks, each time the
-        slowest rank's. Empty figures when the run never left warm-up."""
-        if not self.timing:
-            return {"images": 0}
+    def _totals(self, run):
+        """Images summed over ranks, each time the slowest rank's, plus what earlier
+        processes of a resumed run carried; every rank must call it."""
         core = self.core.total()
-        step_times = self.core.step_times
         self.region_end = time.perf_counter()
-        whole = self.region_end - self.region_start
+        whole = self.region_end - self.region_start if self.timing else 0.0
         paused = self.paused_s["eval"] + self.paused_s["checkpoint"]
         (images,) = dist.sum_all(run, [self.images])
-        whole, train, core, eval_s, ckpt_s = dist.max_all(
-            run, [whole, whole - paused, core, self.paused_s["eval"], self.paused_s["checkpoint"]])
+        times = dist.max_all(run, [whole, whole - paused, core, self.paused_s["eval"],
+                                   self.paused_s["checkpoint"]])
+        c = self.carried
+        totals = {"images": int(images) + c["images"],
+                  "step_times": c["step_times"] + self.core.step_times}
+        totals.update({k: t + c[k] for k, t in zip(self._TIMES, times)})
+        return totals
+
+    def state(self, run):
+        """The clocks so far, for a checkpoint (collective)."""
+        return {**self._totals(run), "steps": self.steps, "timing": self.timing}
+
+    def restore(self, state):
+        """Continue the clocks of a checkpoint: its figures are carried, its warm-up kept."""
+        self.carried = {k: state[k] for k in ("images", "step_times", *self._TIMES)}
+        self.steps = state["steps"]
+        self.region_start = None
+        if state["timing"] or self.steps >= self.warmup_steps:
+            self._start_region()
+
+    def figures(self, run):
+        """p_whole, p_train, p_core (img/s): total images over total time. Empty figures
+        when the run never left warm-up."""
+        t = self._totals(run)
+        if not self.timing and not t["images"]:
+            return {"images": 0}
+        step_times = t["step_times"]
         return {
-            "images": int(images),
+            "images": t["images"],
             "timed_steps": len(step_times),
-            "whole_s": whole, "train_s": train, "core_s": core,
-            "eval_s": eval_s, "checkpoint_s": ckpt_s,
-            "p_whole": rate(images, whole), "p_train": rate(images, train),
-            "p_core": rate(images, core),
+            **{k: t[k] for k in self._TIMES},
+            "p_whole": rate(t["images"], t["whole_s"]), "p_train": rate(t["images"], t["train_s"]),
+            "p_core": rate(t["images"], t["core_s"]),
             "step_core_ms": {k: v * 1000 for k, v in percentiles(step_times).items()},
             "step_core_ms_mean": statistics.fmean(step_times) * 1000 if step_times else None,
         }

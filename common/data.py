@@ -8,7 +8,9 @@ padding, so every validation image is seen exactly once across ranks.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 
 import torch
 import torch.utils.data as tud
@@ -67,6 +69,58 @@ def check_same_classes(train_set, val_set):
                         f"need the same class folders")
 
 
+class BadImage(DataError):
+    """An image file that PIL cannot decode."""
+
+
+class SeededSamples(tud.Dataset):
+    """A training set whose random augmentation of a sample depends on (seed, epoch,
+    index) alone, not on which worker loads it: a resumed run sees the very crops the
+    uninterrupted one would have. Keys are (epoch, index) pairs from EpochSampler.
+
+    A file that cannot be decoded stops the run naming it; with skip_bad=True the next
+    good sample stands in for it and the count of skipped files is kept."""
+
+    def __init__(self, dataset, seed, skip_bad=False, can_skip=True):
+        self.dataset, self.seed, self.skip_bad, self.can_skip = dataset, seed, skip_bad, can_skip
+        self.bad = multiprocessing.Value("i", 0)  # shared with the loader's workers
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        for tries in range(len(self.dataset)):
+            i = (index + tries) % len(self.dataset)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_000_007 + i) % 2 ** 63)
+                try:
+                    return self.dataset[i]
+                except (OSError, SyntaxError, ValueError) as e:  # PIL's decode errors
+                    path = self.dataset.samples[i][0]
+                    if not self.skip_bad:
+                        fix = ("or pass --skip-bad-images" if self.can_skip else
+                               "every validation image counts, none is skipped")
+                        raise BadImage(f"{path}: cannot be decoded ({str(e)[:80]}); replace or "
+                                       f"delete it ({fix})") from None
+                    with self.bad.get_lock():
+                        self.bad.value += 1
+                    print(f"warning: skipped {path}: cannot be decoded", file=sys.stderr)
+        raise DataError(f"{self.dataset.root}: no image in it can be decoded")
+
+
+class EpochSampler(tud.DistributedSampler):
+    """DistributedSampler that yields (epoch, index) keys for SeededSamples, and can
+    start an epoch part-way through (`skip` samples of this rank), as a resume does."""
+
+    skip = 0
+
+    def __iter__(self):
+        keys = [(self.epoch, i) for i in list(super().__iter__())[self.skip:]]
+        self.skip = 0
+        return iter(keys)
+
+
 class ShardSampler(tud.Sampler):
     """Every index once over all ranks, no padding: rank r takes r, r+W, r+2W, ..."""
 
@@ -84,22 +138,28 @@ def _loader(dataset, batch_size, sampler, workers, run, drop_last):
     return tud.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=run.device.type != "cpu", drop_last=drop_last,
-        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        # the workers' seeds from a generator of their own, not from the global random
+        # state that the training step draws on (mixup): resuming keeps both in step
+        generator=torch.Generator().manual_seed(0))
 
 
-def train_loader(dataset, batch_size, workers, run, seed=0):
+def train_loader(dataset, batch_size, workers, run, seed=0, skip_bad=False):
     if len(dataset) // run.world_size < batch_size:
         raise DataError(f"--batch-size {batch_size}: larger than the {len(dataset)} training "
                         f"images give each of {run.world_size} ranks; use a smaller batch")
-    sampler = tud.DistributedSampler(dataset, num_replicas=run.world_size, rank=run.rank,
-                                     shuffle=True, seed=seed, drop_last=True)
+    sampler = EpochSampler(dataset, num_replicas=run.world_size, rank=run.rank, shuffle=True,
+                           seed=seed, drop_last=True)
     # full batches only: every timed step does the same work
-    return _loader(dataset, batch_size, sampler, workers, run, drop_last=True)
+    return _loader(SeededSamples(dataset, seed, skip_bad), batch_size, sampler, workers, run,
+                   drop_last=True)
 
 
 def eval_loader(dataset, batch_size, workers, run):
     sampler = ShardSampler(len(dataset), run.rank, run.world_size)
-    return _loader(dataset, batch_size, sampler, workers, run, drop_last=False)
+    # no skipping here: accuracy is over every validation image
+    return _loader(SeededSamples(dataset, 0, can_skip=False), batch_size, sampler, workers,
+                   run, drop_last=False)
 
 
 class SyntheticLoader:
@@ -133,7 +193,8 @@ def loaders(args, run, train_tf, eval_tf):
     train_set = image_folder(args.data_dir, "train", train_tf)
     val_set = image_folder(args.data_dir, "val", eval_tf)
     check_same_classes(train_set, val_set)
-    return (train_loader(train_set, args.batch_size, args.workers, run, args.seed),
+    return (train_loader(train_set, args.batch_size, args.workers, run, args.seed,
+                         getattr(args, "skip_bad_images", False)),
             eval_loader(val_set, args.batch_size, args.workers, run),
             len(train_set.classes))
 

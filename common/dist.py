@@ -86,7 +86,7 @@ def setup(requested_device="auto", timeout_s=600):
 
 def start(args):
     """setup() for a script's args: device, process group, precision, seed; prints the config."""
-    run = setup(args.device)
+    run = setup(args.device, getattr(args, "dist_timeout", 600))
     run.device.set_precision(args.precision)
     torch.manual_seed(args.seed)
     print0(run, "config:", json.dumps(vars(args)))
@@ -119,6 +119,11 @@ def sum_all(run, values):
 
 def max_all(run, values):
     return _reduce(run, values, dist.ReduceOp.MAX)
+
+
+def barrier(run):
+    if run.distributed:
+        dist.barrier()
 
 
 def memory_figures(run):

@@ -75,13 +75,16 @@ def train_record(run, args, parser, model_name, figures, flops_per_img, grad_acc
     """The training record of METRICS.md: figures, recipe and overrides, environment."""
     fig = dict(figures)
     evals = fig.pop("evals", [])
+    status, error = fig.pop("status", "ok"), fig.pop("error", None)
     fig["flops_per_image"] = flops_per_img
     # a training step is a forward and a backward: about three forwards of work
     fig.update(efficiency(flops_per_img, fig.get("p_core"),
                           run.device.peak_flops(args.precision), passes=3))
-    return _record(run, args, "train", model_name, fig, evals=evals,
-                   global_batch_size=args.batch_size * grad_accum * run.world_size,
-                   warmup_steps=args.warmup_steps, fix_hp=cli.fix_hp(args, parser))
+    record = _record(run, args, "train", model_name, fig, evals=evals,
+                     global_batch_size=args.batch_size * grad_accum * run.world_size,
+                     warmup_steps=args.warmup_steps, fix_hp=cli.fix_hp(args, parser))
+    record.update(status=status, error=error)
+    return record
 
 
 def infer_record(run, args, model_name, figures, weights):
@@ -118,19 +121,24 @@ def write_record(record, out_dir):
 
 
 def finish(run, record, out_dir):
-    """Stamp e2e_time (script start -> now), write the record on rank 0, return its path."""
-    record["figures"]["e2e_time"] = clocks.e2e_time()
+    """Stamp e2e_time (script start -> now, plus the processes before a resume), write
+    the record on rank 0, return its path."""
+    resumed = record["figures"].get("resumed") or {}
+    record["figures"]["e2e_time"] = resumed.get("e2e_before_s", 0.0) + clocks.e2e_time()
     record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return write_record(record, out_dir) if run.is_main else None
 
 
 def conclude(run, args, record):
-    """Write the record, print its table row, leave the process group."""
+    """Write the record, print its table row, leave the process group; a run that did
+    not finish well exits non-zero (1 failed, 3 incomplete) once its record is written."""
     path = finish(run, record, args.out)
     if run.is_main:
         table = train_table if record["case"] == "train" else infer_table
         print(f"\nrecord: {path}\n\n" + table([record], args.lang), flush=True)
     dist.teardown(run)
+    if record["status"] != "ok":
+        sys.exit(3 if record["status"] == "incomplete" else 1)
     return record
 
 
@@ -309,11 +317,35 @@ def power_table(records, lang="en"):
     return tabulate(rows, headers=POWER_COLUMNS, tablefmt="github", disable_numparse=True)
 
 
+def failed_case_record(case_name, reason, config):
+    """The record of a run_all.sh case that ended before writing its own: which case,
+    on what, and the last error line it printed."""
+    from common import device  # the one import of the shim a table rendering needs
+    model, case = case_name.rsplit("_", 1)
+    nodes, per_node = (int(n) for n in config.split("x"))
+    dev = device.select()
+    return {"schema": 1, "case": case, "model": model, "status": "failed",
+            "error": reason.removeprefix("error: ").strip()[:300], "precision": "",
+            "batch_size": "", "config": config, "nodes": nodes, "procs_per_node": per_node,
+            "world_size": nodes * per_node, "figures": {},
+            "device": {"vendor": dev.vendor, "type": dev.type, "name": dev.name,
+                       "label": dev.label, "count": nodes * per_node},
+            "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Render result tables from JSON records.")
     p.add_argument("paths", nargs="+", help="record files or directories of them")
     p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--failed-case", metavar="MODEL_CASE",
+                   help="write a failed record for this run_all.sh case (e.g. vit_train) "
+                        "into the one directory given, instead of rendering")
+    p.add_argument("--reason", default="", help="with --failed-case: why it failed")
+    p.add_argument("--config", default="1x1", help="with --failed-case: nodes x devices")
     a = p.parse_args(argv)
+    if a.failed_case:
+        print(write_record(failed_case_record(a.failed_case, a.reason, a.config), a.paths[0]))
+        return 0
     records = load_records(a.paths)
     if not records:
         print(f"no result records under {' '.join(a.paths)}", file=sys.stderr)
@@ -328,7 +360,8 @@ def main(argv=None):
     if scaling.several_sizes(records):
         print("\nScaling (p_core per device; efficiency = p_core / (devices x p_core at 1x1))\n")
         print(scaling.scaling_table(records))
-    if any(m.get("interval_s") for r in records for _, m in _monitored(r)):
+    # host figures alone (a CPU run) stay in the records; the table is for devices
+    if any(m.get("source") for r in records for _, m in _monitored(r)):
         print("\nHardware monitor (device cells empty where no source answered)\n")
         print(power_table(records, a.lang))
     return 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
+import signal
+import sys
+import threading
 import time
 
 import torch
@@ -17,7 +19,8 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import data, dist, monitor
+from common import checkpoint, data, dist, monitor
+from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
 from common.flops import flops_per_image
@@ -98,20 +101,91 @@ def _local_grads(net):
         net.set_requires_gradient_sync(True)
 
 
+def _is_oom(e):
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(e, oom) or "out of memory" in str(e).lower()
+
+
+def _oom_error(run, args):
+    # this rank's figures only: a collective now could meet other ranks mid-step
+    peak = run.device.peak_memory() or 0
+    return UserError(f"out of device memory at --batch-size {args.batch_size} per device "
+                     f"(peak {peak / 1024 ** 3:.1f} of {run.device.total_memory() / 1024 ** 3:.1f}"
+                     f" GiB reserved on {run.device.label}); use a smaller --batch-size")
+
+
+def _until_signalled(batches, stopper):
+    """The batches, ending early without an error when a stop signal has also ended the
+    loader's worker processes (Ctrl-C reaches the whole process group)."""
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except Exception:
+            if stopper.signal:
+                return
+            raise
+        yield batch
+
+
+class StopRequest:
+    """SIGTERM or Ctrl-C asks the run to stop at the next agreed step, write its
+    checkpoint and an incomplete record, and exit; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.signal = 0
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        # the loader's workers may get the signal too; their end is expected now, and
+        # torch's SIGCHLD handler would raise it into whatever runs (the checkpoint). The
+        # process is on its way out: that handler is not put back.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def close(self):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, loss_fn,
           scheduler=None, scheduler_per="epoch", batch_transform=None, grad_accum=1,
           clip_grad=None, sharded=False):
-    """Train until the target accuracy, --epochs or --max-steps, whichever comes first.
+    """Train until the target accuracy, --epochs or --max-steps, whichever comes first;
+    resume from a checkpoint, write checkpoints, stop on a non-finite loss or a signal.
 
     sharded=True: the model is already sharded over the ranks (FSDP2 fully_shard), so
     it is not wrapped in DDP and is evaluated in lockstep.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc, precision,
-    print_freq}. Returns the figures of METRICS.md's training clocks plus accuracy."""
+    print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
+    METRICS.md's training clocks plus accuracy, and the run's status."""
     dev = run.device
     dev.reset_peak_memory()
     clocks = TrainClocks(dev, args.warmup_steps)
-    mon = monitor.start(run, args)
     scaler = dev.grad_scaler(args.precision)
+    ckpt = checkpoint.Checkpointer(run, args, model=model, optimizer=optimizer,
+                                   scheduler=scheduler, scaler=scaler, sharded=sharded)
+    state = ckpt.load()
+    step, evals, start_epoch, start_batch, resumed = 0, [], 0, 0, None
+    if state is not None:
+        step, evals = state["step"], state["evals"]
+        start_epoch, start_batch = state["epoch"], state["batch"]
+        clocks.restore(state["clocks"])
+        before = state.get("resumed") or {"restarts": 0, "restart_s": 0.0}
+        resumed = {"checkpoint": state["path"], "from_step": step,
+                   "restarts": before["restarts"] + 1,
+                   # start-up of this process (and of earlier restarts): in e2e_time only
+                   "restart_s": before["restart_s"] + clocks_mod.e2e_time(),
+                   "e2e_before_s": state["e2e_s"]}
+        dist.print0(run, f"resuming from {state['path']} at step {step} (epoch {start_epoch + 1})")
+    mon = monitor.start(run, args)
     net = model
     if run.distributed and not sharded:
         net = DDP(model, device_ids=None if dev.type == "cpu" else [dev.index])
@@ -122,79 +196,155 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
-    step, evals, stop = 0, [], None
-    last_print, last_print_step = time.perf_counter(), 0
+    stop, error = None, None
+    stopper = StopRequest()
+    # the step at which the loss first was not finite, kept on the device: no sync per step
+    first_bad = torch.zeros((), dtype=torch.long, device=dev.torch_device)
+    last_print, last_print_step = time.perf_counter(), step
+
+    def save(epoch, batch, path=None):
+        with clocks.paused("checkpoint"):
+            e2e = (resumed or {}).get("e2e_before_s", 0.0) + clocks_mod.e2e_time()
+            return ckpt.save(step=step, epoch=epoch, batch=batch, evals=evals,
+                             clocks_state=clocks.state(run), path=path,
+                             extra={"e2e_s": e2e, "resumed": resumed})
+
+    def check(now):
+        """('nan', step), ('interrupted', signal) or None. The loss is read only when
+        `now` (a sync); with several ranks they all ask then, and agree."""
+        if run.distributed and not now:
+            return None
+        bad = first_bad.item() if now else 0
+        sig = stopper.signal
+        if run.distributed:
+            bad, sig = dist.max_all(run, [bad, sig])
+        if bad:
+            return "nan", int(bad)
+        return ("interrupted", int(sig)) if sig else None
+
     dist.print0(run, f"training {total_steps} steps ({steps_per_epoch} per epoch, "
                      f"{args.warmup_steps} warm-up steps untimed) on {run.world_size} x {dev.label}")
-    for epoch in range(args.epochs):
-        if getattr(train_loader, "sampler", None) is not None and hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        model.train()
-        batches = itertools.islice(train_loader, steps_per_epoch * grad_accum)
-        for i, batch in enumerate(batches):
-            images, labels = data.to_device(batch, run)
-            clocks.begin_step()
-            last = (i + 1) % grad_accum == 0
-            n_images = images.shape[0]
-            images = normalize(images)
-            if batch_transform is not None:
-                images, labels = batch_transform(images, labels)
-            # gradients are all-reduced once per optimizer step, not per micro-batch
-            sync = contextlib.nullcontext() if last or not run.distributed else _local_grads(net)
-            with sync:
-                with dev.autocast(args.precision):
-                    loss = loss_fn(net(images), labels) / grad_accum
-                scaler.scale(loss).backward()
-            if last:
-                if clip_grad:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                if scheduler is not None and scheduler_per == "step":
-                    scheduler.step()
-            clocks.end_step(n_images, last=last)
-            if not last:
-                continue
-            step += 1
-            if step % args.print_freq == 0 or step == total_steps:
-                loss_value = loss.item() * grad_accum
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss is {loss_value} at step {step}; lower --lr "
-                                             f"or use another --precision")
-                now = time.perf_counter()
-                rate = (step - last_print_step) * n_images * grad_accum * run.world_size / (now - last_print)
-                eta = (now - last_print) / (step - last_print_step) * (total_steps - step)
-                dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} loss {loss_value:.4f} "
-                                 f"lr {optimizer.param_groups[0]['lr']:.4g} {rate:.1f} img/s "
-                                 f"eta {_fmt_eta(eta)}")
-                last_print, last_print_step = now, step
-            if step >= total_steps:
+    epoch, position = start_epoch, (start_epoch, start_batch)  # where a checkpoint resumes
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            sampler = getattr(train_loader, "sampler", None)
+            if sampler is not None and hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            skip = start_batch if epoch == start_epoch else 0
+            if skip and hasattr(sampler, "skip"):
+                sampler.skip = skip * train_loader.batch_size
+            model.train()
+            batches = itertools.islice(train_loader, steps_per_epoch * grad_accum - skip)
+            fetched = skip
+            for i, batch in enumerate(_until_signalled(batches, stopper), start=skip):
+                fetched = i + 1
+                images, labels = data.to_device(batch, run)
+                clocks.begin_step()
+                last = (i + 1) % grad_accum == 0
+                n_images = images.shape[0]
+                images = normalize(images)
+                if batch_transform is not None:
+                    images, labels = batch_transform(images, labels)
+                # gradients are all-reduced once per optimizer step, not per micro-batch
+                sync = contextlib.nullcontext() if last or not run.distributed else _local_grads(net)
+                with sync:
+                    with dev.autocast(args.precision):
+                        loss = loss_fn(net(images), labels) / grad_accum
+                    scaler.scale(loss).backward()
+                first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
+                                        step + 1, first_bad)
+                if last:
+                    if clip_grad:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    if scheduler is not None and scheduler_per == "step":
+                        scheduler.step()
+                clocks.end_step(n_images, last=last)
+                if not last:
+                    continue
+                step += 1
+                position = (epoch, i + 1)
+                printing = step % args.print_freq == 0 or step == total_steps
+                stop = check(printing)
+                if stop:
+                    break
+                if printing:
+                    loss_value = loss.item() * grad_accum
+                    now = time.perf_counter()
+                    rate = ((step - last_print_step) * n_images * grad_accum * run.world_size
+                            / (now - last_print))
+                    eta = (now - last_print) / (step - last_print_step) * (total_steps - step)
+                    dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} "
+                                     f"loss {loss_value:.4f} lr {optimizer.param_groups[0]['lr']:.4g} "
+                                     f"{rate:.1f} img/s eta {_fmt_eta(eta)}")
+                    last_print, last_print_step = now, step
+                if step >= total_steps:
+                    break
+                if ckpt.due(step, None):
+                    save(*position)
+            if not stop and stopper.signal and fetched < steps_per_epoch * grad_accum:
+                stop = ("interrupted", stopper.signal)  # the loader stopped with the signal
+            if stop:
                 break
-        if scheduler is not None and scheduler_per == "epoch":
-            scheduler.step()
-        finished = step >= total_steps
-        if val_loader is not None and args.eval_every and (
-                (epoch + 1) % args.eval_every == 0 or finished):
-            with clocks.paused("eval"):
-                result = evaluate(model, val_loader, run, normalize, args.precision,
-                                  lockstep=sharded)
-            evals.append({"epoch": epoch + 1, "step": step, **result})
-            dist.print0(run, f"eval epoch {epoch + 1} step {step}: top1 {result['top1']:.2f} "
-                             f"top5 {result['top5']:.2f} loss {result['loss']:.4f} "
-                             f"over {result['images']} images")
-            if args.target_acc and result["top1"] >= args.target_acc:
-                stop = "target_acc"
+            if scheduler is not None and scheduler_per == "epoch":
+                scheduler.step()
+            position = (epoch + 1, 0)
+            finished = step >= total_steps
+            if val_loader is not None and args.eval_every and (
+                    (epoch + 1) % args.eval_every == 0 or finished):
+                with clocks.paused("eval"):
+                    result = evaluate(model, val_loader, run, normalize, args.precision,
+                                      lockstep=sharded)
+                evals.append({"epoch": epoch + 1, "step": step, **result})
+                dist.print0(run, f"eval epoch {epoch + 1} step {step}: top1 {result['top1']:.2f} "
+                                 f"top5 {result['top5']:.2f} loss {result['loss']:.4f} "
+                                 f"over {result['images']} images")
+                if args.target_acc and result["top1"] >= args.target_acc:
+                    stop = "target_acc"
+                    break
+            if finished:
+                stop = "max_steps" if args.max_steps and step >= args.max_steps else "epochs"
                 break
-        if finished:
-            stop = "max_steps" if args.max_steps and step >= args.max_steps else "epochs"
-            break
+            stop = check(True)
+            if stop:
+                break
+            if ckpt.due(step, epoch + 1):
+                save(*position)
+    except Exception as e:
+        if _is_oom(e):
+            raise _oom_error(run, args) from None
+        raise
+    finally:
+        stopper.close()
+    status = "ok"
+    if isinstance(stop, tuple) and stop[0] == "nan":
+        status = "failed"
+        error = (f"loss is not finite at step {stop[1]}; lower --lr or use another "
+                 f"--precision")
+        dist.print0(run, f"error: {error}", file=sys.stderr)
+    elif isinstance(stop, tuple):
+        status = "incomplete"
+        path = save(*position)
+        name = signal.Signals(stop[1]).name
+        error = f"stopped by {name} at step {step}; the same command resumes from {path}"
+        dist.print0(run, f"{error}", file=sys.stderr)
+    if isinstance(stop, tuple):
+        stop = stop[0]
     figures = clocks.figures(run)
     monitor.stop(mon)
     figures["monitor"] = monitor.summary(run, mon, clocks.window, figures["images"], args)
     figures.update(dist.memory_figures(run))
+    bad = getattr(getattr(train_loader, "dataset", None), "bad", None)
+    (skipped,) = dist.sum_all(run, [bad.value if bad is not None else 0])
     figures.update(steps=step, epochs_run=epoch + 1, stopped=stop or "epochs", evals=evals,
                    acc=evals[-1]["top1"] if evals else None,
-                   acc5=evals[-1]["top5"] if evals else None)
+                   acc5=evals[-1]["top5"] if evals else None,
+                   bad_images_skipped=int(skipped), resumed=resumed, status=status, error=error)
+    if status == "ok":
+        if args.keep_checkpoint:
+            save(epoch + 1, 0, path=ckpt.path[:-3] + "-final.pt")
+        ckpt.remove()
     return figures

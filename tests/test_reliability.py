@@ -1,0 +1,175 @@
+"""Nothing lost, nothing cryptic: a non-finite loss, running out of memory, bad images,
+a rank that dies, and a failing case in a batch run."""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, _free_port, run_script
+from test_resnet50 import only_record
+
+from common import device, make_dataset, train_loop
+from common.dist import Run
+from common.errors import UserError
+
+QUICK = ["--image-size", 32, "--batch-size", 4, "--workers", 1, "--print-freq", 1,
+         "--warmup-steps", 1]
+
+
+def cpu_run():
+    return Run(rank=0, local_rank=0, world_size=1, local_world_size=1, device=device.select("cpu"))
+
+
+def loop_args(tmp_path, **kw):
+    return argparse.Namespace(**{
+        "epochs": 1, "max_steps": 0, "warmup_steps": 1, "eval_every": 0, "target_acc": 0,
+        "precision": "fp32", "print_freq": 4, "monitor_interval": 0, "checkpoint_every": (0, None),
+        "resume": "never", "keep_checkpoint": False, "out": str(tmp_path), "synthetic": True,
+        "batch_size": 4, **kw})
+
+
+def tiny_training(tmp_path, loss_fn, model=None, steps=10):
+    torch.manual_seed(0)
+    model = model or torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (4,)))
+               for _ in range(steps)]
+    return train_loop.train(
+        cpu_run(), loop_args(tmp_path), model, torch.optim.SGD(model.parameters(), lr=0.01),
+        train_loader=batches, val_loader=None, normalize=lambda x: x.float() / 255,
+        loss_fn=loss_fn)
+
+
+def test_a_non_finite_loss_stops_the_run_and_names_its_step(tmp_path):
+    calls = []
+
+    def loss_fn(logits, labels):  # finite for 5 steps, then nan
+        calls.append(1)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        return loss * float("nan") if len(calls) > 5 else loss
+    f = tiny_training(tmp_path, loss_fn)
+    assert f["status"] == "failed" and "not finite at step 6" in f["error"]
+    # found at the next progress line (step 8), not by a sync on every step
+    assert f["steps"] == 8 and f["stopped"] == "nan"
+
+
+def test_running_out_of_memory_names_the_batch_size(tmp_path):
+    class Greedy(torch.nn.Linear):
+        def forward(self, x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    with pytest.raises(UserError, match=r"out of device memory at --batch-size 4 per device "
+                                        r"\(peak .* GiB reserved on CPU\); use a smaller"):
+        tiny_training(tmp_path, torch.nn.functional.cross_entropy, model=Greedy(2, 2))
+
+
+def spoil(path, how):
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 3] if how == "truncated" else b"not a jpeg at all")
+
+
+@pytest.fixture
+def spoilt(tmp_path):
+    root = make_dataset.write(str(tmp_path / "data"), classes=2, train_per_class=8,
+                              val_per_class=3, size=40)
+    bad = os.path.join(root, "train", "n00000001", sorted(os.listdir(
+        os.path.join(root, "train", "n00000001")))[2])
+    spoil(bad, "truncated")
+    return root, bad
+
+
+def test_a_bad_training_image_stops_the_run_naming_it(spoilt, tmp_path):
+    root, bad = spoilt
+    proc = run_script(["resnet50/train.py", "--data-dir", root, *QUICK, "--out", tmp_path])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {bad}: cannot be decoded (")
+    assert lines[0].endswith("replace or delete it (or pass --skip-bad-images)")
+    assert "Traceback" not in proc.stderr
+
+
+def test_skip_bad_images_counts_them(spoilt, tmp_path):
+    root, bad = spoilt
+    proc = run_script(["resnet50/train.py", "--data-dir", root, *QUICK, "--epochs", 1,
+                       "--skip-bad-images", "--out", tmp_path])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert only_record(tmp_path)["figures"]["bad_images_skipped"] == 1
+    assert f"skipped {bad}" in proc.stderr
+
+
+def test_a_bad_validation_image_is_never_skipped(spoilt, tmp_path):
+    root, _ = spoilt
+    bad = os.path.join(root, "val", "n00000000", sorted(os.listdir(
+        os.path.join(root, "val", "n00000000")))[0])
+    spoil(bad, "garbage")
+    proc = run_script(["resnet50/infer.py", "--data-dir", root, "--image-size", 32,
+                       "--batch-size", 4, "--workers", 1, "--engine", "eager",
+                       "--latency-calls", 2, "--out", tmp_path])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: {bad}: cannot be decoded" in proc.stderr
+    assert "every validation image counts" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def rank_pids(agent_pid):
+    """{rank: pid} of the worker processes a torchrun agent started."""
+    found = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+        except (OSError, ValueError):
+            continue
+        if ppid == agent_pid and b"RANK" in env:
+            found[int(env[b"RANK"])] = int(entry)
+    return found
+
+
+def test_a_dead_rank_ends_the_run_soon_and_is_named(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", str(_free_port()), "resnet50/train.py", "--synthetic",
+           "--image-size", 32, "--batch-size", 2, "--num-classes", 10, "--print-freq", 1,
+           "--max-steps", 100000, "--out", tmp_path]
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stdout:
+        if "step 3/" in line:
+            break
+    os.kill(rank_pids(proc.pid)[1], signal.SIGKILL)
+    t0 = time.monotonic()
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0 and time.monotonic() - t0 < 60
+    assert "rank    : 1" in out or "rank: 1" in out, out[-3000:]
+    assert "Signal 9 (SIGKILL)" in out
+
+
+def test_run_all_goes_on_past_a_failing_case_and_marks_it(dataset, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "BiT-M-R152x2.npz").write_bytes(b"not an npz")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_DIR": str(dataset), "NPROC": "1",
+           "OUT": str(tmp_path / "out"), "WEIGHTS_DIR": str(weights),
+           "CASES": "bit_train mobilenetv2_train", "MASTER_PORT": str(_free_port()),
+           "EXTRA_ARGS": "--max-steps 3 --warmup-steps 1 --image-size 32 --batch-size 4 "
+                         "--workers 1 --eval-every 0"}
+    proc = subprocess.run(["bash", "run_all.sh"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "run_all: failed: bit_train" in proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    failed = [r for r in rows if "BiT-M" in r or "bit" in r]
+    assert len(failed) == 1 and "[failed: --weights" in failed[0] and "not an .npz" in failed[0]
+    assert any("mobilenetv2" in r and "[" not in r for r in rows)
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
+    args = ["resnet50/train.py", "--data-dir", tmp_path / "nowhere"]
+    plain, debug = run_script(args), run_script([*args, "--debug"])
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert "DataError: --data-dir" in debug.stderr and "no such directory" in debug.stderr
