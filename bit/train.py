@@ -71,13 +71,12 @@ def get_args_parser():
 
 
 def hyperrule_transforms(image_size):
-    """(train, eval) presets at 480 px, scaled to image_size; PIL in, uint8 CHW out."""
+    """(train, eval) presets at 480 px, scaled to image_size; uint8 CHW in and out."""
     resize = round(image_size * 512 / 480)
     train = v2.Compose([v2.Resize((resize, resize), antialias=True), v2.RandomCrop(image_size),
-                        v2.RandomHorizontalFlip(), v2.PILToTensor()])
+                        v2.RandomHorizontalFlip()])
     # the whole image squashed to a square, no centre crop
-    evaluation = v2.Compose([v2.Resize((image_size, image_size), antialias=True),
-                             v2.PILToTensor()])
+    evaluation = v2.Resize((image_size, image_size), antialias=True)
     return train, evaluation
 
 

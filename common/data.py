@@ -1,9 +1,10 @@
 """ImageNet input for training and evaluation.
 
 The layout is the one `extract_ILSVRC.sh` makes: DATA/train/<class>/*.JPEG and
-DATA/val/<class>/*.JPEG. Workers decode and crop to uint8 tensors (4x less to pin
-and copy than float); conversion and normalisation happen on the device, as one
-batch operation. Training shards with DistributedSampler; evaluation shards without
+DATA/val/<class>/*.JPEG. Workers decode with libjpeg-turbo straight into uint8
+tensors (torchvision.io; PIL only for what it cannot read) and crop and resize those
+(4x less to pin and copy than float); conversion and normalisation happen on the
+device, as one batch operation. Training shards with DistributedSampler; evaluation shards without
 padding, so every validation image is seen exactly once across ranks.
 """
 from __future__ import annotations
@@ -15,6 +16,11 @@ import sys
 import torch
 import torch.utils.data as tud
 import torchvision
+from PIL import Image
+try:  # deprecated since torchvision 0.29, in favour of torchcodec; PIL reads all without it
+    from torchvision.io import ImageReadMode, decode_image, read_file
+except ImportError:
+    decode_image = None
 from torchvision.transforms import v2
 
 from common.errors import UserError
@@ -27,7 +33,22 @@ class DataError(UserError):
     """Something about the dataset the user can fix; the message says what."""
 
 
-# transform presets: PIL image in, uint8 CHW tensor out
+def read_image(path):
+    """An image file as a uint8 (3, H, W) tensor. torchvision.io decodes JPEG and PNG
+    into a tensor directly, about 1.25x faster than PIL here, and resizing that tensor
+    is about 2x faster than resizing a PIL image; PIL reads what torchvision.io cannot
+    (a CMYK JPEG on an older torchvision, other formats), and its error is the one
+    reported for a file neither can decode."""
+    try:
+        if decode_image is not None:
+            return decode_image(read_file(path), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        pass
+    with open(path, "rb") as f:
+        return v2.functional.pil_to_tensor(Image.open(f).convert("RGB"))
+
+
+# transform presets: uint8 CHW tensor in and out
 
 def train_transform(crop_size, *, hflip=True, randaugment_magnitude=None):
     steps = [v2.RandomResizedCrop(crop_size, antialias=True)]
@@ -35,14 +56,13 @@ def train_transform(crop_size, *, hflip=True, randaugment_magnitude=None):
         steps.append(v2.RandomHorizontalFlip())
     if randaugment_magnitude is not None:
         steps.append(v2.RandAugment(magnitude=randaugment_magnitude))
-    return v2.Compose(steps + [v2.PILToTensor()])
+    return v2.Compose(steps)
 
 
 def eval_transform(crop_size, *, resize_size=None):
     # the classic 256 -> 224 ratio unless the recipe says otherwise
     resize_size = resize_size or round(crop_size * 256 / 224)
-    return v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size),
-                       v2.PILToTensor()])
+    return v2.Compose([v2.Resize(resize_size, antialias=True), v2.CenterCrop(crop_size)])
 
 
 def image_folder(data_dir, split, transform):
@@ -55,7 +75,7 @@ def image_folder(data_dir, split, transform):
         raise DataError(f"{root}: missing; --data-dir must hold train/ and val/ with one "
                         f"folder per class (the layout extract_ILSVRC.sh makes)")
     try:
-        return torchvision.datasets.ImageFolder(root, transform=transform)
+        return torchvision.datasets.ImageFolder(root, transform=transform, loader=read_image)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"{root}: {e}") from None
 
@@ -93,7 +113,10 @@ class SeededSamples(tud.Dataset):
         for tries in range(len(self.dataset)):
             i = (index + tries) % len(self.dataset)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_000_007 + i) % 2 ** 63)
+                # the cpu generator the transforms draw from (torch.manual_seed would seed
+                # every device too, 20x slower)
+                torch.default_generator.manual_seed(
+                    ((self.seed * 1_000_003 + epoch) * 1_000_000_007 + i) % 2 ** 63)
                 try:
                     return self.dataset[i]
                 except (OSError, SyntaxError, ValueError) as e:  # PIL's decode errors
@@ -233,10 +256,13 @@ def to_device(batch, run):
 
 def normalizer(mean, std, device, channels_last=False):
     """On-device uint8 (B, 3, H, W) -> normalised float32 in the model's memory format."""
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+    # (x - 255 mean) / (255 std) as x * scale + bias, in place on the new float tensor:
+    # a third of the time of the plain expression, which counts where the device is a cpu
+    scale = 1 / (torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
+    bias = -torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255 * scale
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     def normalize(images):
-        return ((images.float() - m) / s).contiguous(memory_format=fmt)
+        # the layout is set on the uint8 batch (a quarter of the bytes); float() keeps it
+        return images.contiguous(memory_format=fmt).float().mul_(scale).add_(bias)
     return normalize

@@ -99,25 +99,30 @@ def infer_record(run, args, model_name, figures, weights):
                    engine=args.engine, warmup_batches=args.warmup_batches)
 
 
-def write_record(record, out_dir):
-    """Atomically write `record` as a new file in out_dir; returns its path."""
+def write_json(obj, path):
+    """Write `obj` as JSON to path atomically: a temporary file beside it, then a rename."""
+    out_dir = os.path.dirname(os.path.abspath(path))
     os.makedirs(out_dir, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    name = (f"{record['model']}-{record['case']}-{record['device']['label']}-"
-            f"{record['config']}-{record['precision']}-{stamp}-{os.getpid()}.json")
-    name = name.replace(" ", "_").replace("/", "_")
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1, default=str)
+            json.dump(obj, f, indent=1, default=str)
             f.flush()
             os.fsync(f.fileno())
-        path = os.path.join(out_dir, name)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
     return path
+
+
+def write_record(record, out_dir):
+    """Write `record` as a new file in out_dir, never over another; returns its path."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    name = (f"{record['model']}-{record['case']}-{record['device']['label']}-"
+            f"{record['config']}-{record['precision']}-{stamp}-{os.getpid()}.json")
+    name = name.replace(" ", "_").replace("/", "_")
+    return write_json(record, os.path.join(out_dir, name))
 
 
 def finish(run, record, out_dir):

@@ -1,0 +1,346 @@
+"""How much of the device's speed the suite's figures keep: our code against references,
+both sides run in this process tree, alternating, each `--repeat` times (median).
+
+    python -m common.bench                      # every comparison, sizes for this device
+    python -m common.bench --only loader models # some of: harness loader models engine
+    python -m common.bench --image-size 224 --batch-size 256 --precision amp
+
+    harness  resnet50/train.py --synthetic p_core / a bare loop (forward, loss, backward,
+             optimizer step) of the same model, batch, precision and device    goal >= 0.98
+    loader   images/s of our training loader (uint8 crops in the workers, normalised as
+             a batch on the device) / the classic PIL + ToTensor + Normalize loader, on
+             the same generated ~500x375 JPEGs with the same workers             goal >= 1.5
+    models   our ViT-B/16 / torchvision vit_b_16 and our BiT-M-R152x2 / timm's
+             resnetv2_152x2_bit, a training step and an inference step          goal >= 1.0
+    engine   each <model>/infer.py: the engine's per-batch time against eager's
+             (p_infer_core / p_val_core)                                   reported, no goal
+
+The table is printed and written with the settings to `--out` as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.utils.data as tud
+import torchvision
+from tabulate import tabulate
+
+from common import data, device, dist, make_dataset
+from common.report import write_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPARISONS = ("harness", "loader", "models", "engine")
+
+
+def timed_rate(step, steps, warmup, dev, images_per_step):
+    """images/s of `steps` calls of step() after `warmup` untimed ones, from a
+    synchronised start to a synchronised end."""
+    for _ in range(warmup):
+        step()
+    dev.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dev.synchronize()
+    return steps * images_per_step / (time.perf_counter() - t0)
+
+
+def median_of(repeat, *sides):
+    """Run each side `repeat` times, alternating; the median of each side's results."""
+    results = [[] for _ in sides]
+    for _ in range(repeat):
+        for i, side in enumerate(sides):
+            results[i].append(side())
+    return [statistics.median(r) for r in results]
+
+
+def row(name, ours, ref, unit, goal=None, note=""):
+    ratio = ours / ref if ours and ref else None
+    verdict = "" if goal is None or ratio is None else ("met" if ratio >= goal else "NOT met")
+    return {"comparison": name, "ours": ours, "reference": ref, "unit": unit, "ratio": ratio,
+            "goal": goal, "verdict": verdict, "note": note}
+
+
+# 1. harness overhead
+
+def bare_loop(image_size, batch_size, precision, channels_last, steps, warmup):
+    """images/s of the plainest ResNet50 training loop on a batch made once on the device:
+    forward, loss, backward, optimizer step, timed from a synchronised start to a
+    synchronised end."""
+    dev = device.select()
+    dev.set_precision(precision)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(num_classes=1000).to(dev.torch_device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(batch_size, 3, image_size, image_size, device=dev.torch_device)
+    x = x.contiguous(memory_format=fmt)
+    y = torch.randint(0, 1000, (batch_size,), device=dev.torch_device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    scaler = dev.grad_scaler(precision)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        with dev.autocast(precision):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    return timed_rate(step, steps, warmup, dev, batch_size)
+
+
+def _python(*args, timeout=1800):
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return proc.stdout
+
+
+def _record(out_dir):
+    (name,) = [f for f in os.listdir(out_dir) if f.endswith(".json")]
+    with open(os.path.join(out_dir, name)) as f:
+        return json.load(f)
+
+
+def harness(a):
+    flags = dict(image_size=a.image_size, batch_size=a.batch_size, precision=a.precision,
+                 channels_last=a.channels_last, steps=a.steps, warmup=a.warmup)
+
+    def ours():
+        with tempfile.TemporaryDirectory() as out:
+            _python("resnet50/train.py", "--synthetic", "--image-size", a.image_size,
+                    "--batch-size", a.batch_size, "--precision", a.precision,
+                    "--channels-last" if a.channels_last else "--no-channels-last",
+                    "--synthetic-steps", a.steps + a.warmup, "--max-steps", a.steps + a.warmup,
+                    "--warmup-steps", a.warmup, "--monitor-interval", 0, "--out", out)
+            return _record(out)["figures"]["p_core"]
+
+    def bare():
+        out = _python("-m", "common.bench", "--bare-loop", json.dumps(flags))
+        return json.loads(out.strip().splitlines()[-1])["images_per_s"]
+    mine, ref = median_of(a.repeat, ours, bare)
+    return [row("harness: resnet50/train.py p_core / bare loop", mine, ref, "img/s", 0.98,
+                f"ResNet50 {a.precision} bs {a.batch_size} at {a.image_size} px")]
+
+
+# 2. input pipeline
+
+def classic_loader(root, batch_size, workers, pin):
+    """The loader most ImageNet scripts use: float tensors normalised in the workers."""
+    from torchvision import transforms as T
+    tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)])
+    return tud.DataLoader(torchvision.datasets.ImageFolder(root, tf), batch_size=batch_size,
+                          shuffle=True, num_workers=workers, pin_memory=pin, drop_last=True,
+                          persistent_workers=workers > 0)
+
+
+def loader_rate(loader, batches, finish=lambda images: images):
+    """images/s over `batches` batches, timed from the first batch on (worker start-up
+    is left out, the same for both loaders)."""
+    it = iter(loader)
+    next(it)
+    t0, images = time.perf_counter(), 0
+    for _ in range(batches):
+        x, _ = next(it)
+        finish(x)
+        images += x.shape[0]
+    return images / (time.perf_counter() - t0)
+
+
+def loader(a):
+    run = dist.Run(0, 0, 1, 1, device.select())
+    dev = run.device
+    with tempfile.TemporaryDirectory() as root:
+        # ~500x375 JPEGs, the size of a typical ImageNet photo
+        n = a.batch_size * (a.loader_batches + 1)
+        make_dataset.write(root, classes=4, train_per_class=-(-n // 4), val_per_class=0,
+                           size=440)
+        normalize = data.normalizer(data.IMAGENET_MEAN, data.IMAGENET_STD, dev.torch_device)
+
+        def ours(normalised=False):
+            dataset = data.image_folder(root, "train", data.train_transform(224))
+            ld = data.train_loader(dataset, a.batch_size, a.workers, run)
+
+            def finish(x):  # what our loader leaves to the device: copy and normalise
+                x = x.to(dev.torch_device, non_blocking=True)
+                if normalised:
+                    normalize(x)
+                dev.synchronize()
+            return loader_rate(ld, a.loader_batches, finish)
+
+        def classic():
+            ld = classic_loader(os.path.join(root, "train"), a.batch_size, a.workers,
+                                dev.type != "cpu")
+
+            def finish(x):
+                x.to(dev.torch_device, non_blocking=True)
+                dev.synchronize()
+            return loader_rate(ld, a.loader_batches, finish)
+        mine, mine_normalised, ref = median_of(a.repeat, ours, lambda: ours(True), classic)
+    setting = f"{a.workers} workers, batch {a.batch_size}, 224 px crops of ~500x375 JPEGs"
+    return [row("loader: ours / PIL + ToTensor + Normalize", mine, ref, "img/s", 1.5, setting),
+            # the classic loader normalises in its workers, ours on the device: on a cpu
+            # that is the main process, beside the workers
+            row("loader + normalising on the device / the same", mine_normalised, ref, "img/s",
+                None, f"{setting}; on {dev.type}")]
+
+
+# 3. our hand-written models against their references
+
+def step_rate(model, x, y, train, steps, warmup, dev, precision):
+    """images/s of training steps (SGD) or inference calls of `model` on one batch."""
+    if train:
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step():
+            with dev.autocast(precision):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), dev.autocast(precision):
+                model(x)
+    return timed_rate(step, steps, warmup, dev, x.shape[0])
+
+
+def reference_models(image_size):
+    """(name, ours, reference or None, why there is none)"""
+    from bit.model import bit
+    from vit.model import vit_b_16
+    pairs = [("ViT-B/16 vs torchvision vit_b_16", lambda: vit_b_16(image_size=image_size),
+              lambda: torchvision.models.vit_b_16(image_size=image_size), "")]
+    try:
+        import timm
+        ref, why = (lambda: timm.create_model("resnetv2_152x2_bit", pretrained=False)), ""
+    except ImportError:
+        ref, why = None, "timm is not installed (pip install timm)"
+    pairs.append(("BiT-M-R152x2 vs timm resnetv2_152x2_bit", lambda: bit("BiT-M-R152x2"), ref,
+                  why))
+    return pairs
+
+
+def models(a):
+    dev = device.select()
+    dev.set_precision(a.precision)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(a.model_batch_size, 3, a.image_size, a.image_size, generator=g)
+    y = torch.randint(0, 1000, (a.model_batch_size,), generator=g)
+    x, y = x.to(dev.torch_device), y.to(dev.torch_device)
+    rows = []
+    for name, make_ours, make_ref, why in reference_models(a.image_size):
+        for train in (True, False):
+            what = f"models: {name}, {'training step' if train else 'inference'}"
+            if make_ref is None:
+                rows.append(row(what, None, None, "img/s", 1.0, why))
+                continue
+            torch.manual_seed(0)
+            ours_m, ref_m = make_ours().to(dev.torch_device), make_ref().to(dev.torch_device)
+
+            def run_ours(m=ours_m, t=train):
+                return step_rate(m, x, y, t, a.model_steps, a.warmup, dev, a.precision)
+
+            def run_ref(m=ref_m, t=train):
+                return step_rate(m, x, y, t, a.model_steps, a.warmup, dev, a.precision)
+            mine, ref = median_of(a.repeat, run_ours, run_ref)
+            rows.append(row(what, mine, ref, "img/s", 1.0,
+                            f"{a.precision} bs {a.model_batch_size} at {a.image_size} px"))
+            del ours_m, ref_m
+    return rows
+
+
+# 4. the inference engine against eager
+
+def engine(a):
+    precisions = ("fp32", "fp16") if device.select().type == "cuda" else ("fp32",)
+    rows = []
+    for model in ("resnet50", "mobilenetv2", "vit", "bit"):
+        size = max(a.image_size, 32)
+        for precision in precisions:
+            with tempfile.TemporaryDirectory() as out:
+                _python(f"{model}/infer.py", "--synthetic", "--image-size", size,
+                        "--batch-size", a.batch_size, "--precision", precision,
+                        "--synthetic-batches", a.steps, "--repeat", a.repeat,
+                        "--latency-calls", 5, "--monitor-interval", 0, "--out", out)
+                f = _record(out)["figures"]
+            # the per-batch medians: each pass's batches are the repeated measurements
+            p50_val = f["val_pass"]["batch_core_ms"]["p50"]
+            p50_inf = f["infer_pass"]["batch_core_ms"]["p50"]
+            rows.append(row(f"engine: {model}/infer.py compile / eager", f["p_infer_core"],
+                            f["p_val_core"], "img/s", None,
+                            f"{precision} bs {a.batch_size} at {size} px; median batch "
+                            f"{p50_val:.1f} -> {p50_inf:.1f} ms; build {f['build_s']:.0f} s"))
+    return rows
+
+
+def defaults_for(dev_type):
+    """Sizes that finish in minutes: full size on an accelerator, small on a CPU."""
+    if dev_type == "cpu":
+        return dict(image_size=64, batch_size=16, model_batch_size=4, precision="fp32",
+                    channels_last=False, steps=20, model_steps=3, warmup=2, loader_batches=40)
+    return dict(image_size=224, batch_size=256, model_batch_size=64, precision="amp",
+                channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
+    p.add_argument("--repeat", type=int, default=3, help="runs of each side; median reported")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="loader workers, the same for both loaders")
+    for key, value in defaults_for(device.select().type).items():
+        kind = type(value)
+        if kind is bool:
+            p.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                           default=value)
+        else:
+            p.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value)
+    p.add_argument("--out", default="runs", help="directory for the JSON result")
+    p.add_argument("--bare-loop", help=argparse.SUPPRESS)  # the reference side of `harness`
+    a = p.parse_args(argv)
+    if a.bare_loop:
+        print(json.dumps({"images_per_s": bare_loop(**json.loads(a.bare_loop))}))
+        return 0
+    dev = device.select()
+    rows = []
+    for name in a.only:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        rows += globals()[name](a)
+    num = lambda v: "" if v is None else f"{v:.3g}" if v < 100 else f"{v:.0f}"  # noqa: E731
+    table = tabulate([[r["comparison"], num(r["ours"]), num(r["reference"]), r["unit"],
+                       "" if r["ratio"] is None else f"{r['ratio']:.3f}",
+                       "" if r["goal"] is None else f">= {r['goal']}", r["verdict"], r["note"]]
+                      for r in rows],
+                     headers=["comparison", "ours", "reference", "unit", "ratio", "goal",
+                              "verdict", "settings / why empty"],
+                     tablefmt="github", disable_numparse=True)
+    print(f"\n{dev.label} ({dev.name}), torch {torch.__version__}, median of {a.repeat}\n")
+    print(table)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(a.out, f"bench-{dev.label.replace(' ', '_')}-{stamp}.json")
+    write_json({"case": "bench", "device": {"name": dev.name, "label": dev.label},
+                "torch": torch.__version__, "settings": vars(a), "rows": rows,
+                "command": " ".join([sys.executable, "-m", "common.bench", *(argv or sys.argv[1:])]),
+                "table": table}, path)
+    print(f"\nresult: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
