@@ -6,6 +6,7 @@ flags, and reports as fix_hp every recipe value the user changed from those defa
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from common import checkpoint
@@ -22,8 +23,21 @@ HP_NAMES = {
 }
 
 
+def batch_size_arg(text, auto=True):
+    if auto and text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive number of images per "
+                                         f"device{', or auto' if auto else ''}")
+    return value
+
+
 def _parser(description, *, data_help, batch_size, image_size, image_help, precisions,
-            precision_help):
+            precision_help, auto_batch=False, channels_last=False):
     """The flags every script has: data, batch, precision, device, output."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,9 +46,12 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
     data.add_argument("--data-dir", help=data_help)
     data.add_argument("--synthetic", action="store_true",
                       help="random batches made once on the device: speed only, no acc")
-    a("--batch-size", type=int, default=batch_size, help="per device")
+    a("--batch-size", type=functools.partial(batch_size_arg, auto=auto_batch), default=batch_size,
+      help="per device" + ("; auto: the largest that fits, halving from 1024 on "
+                           "out-of-memory" if auto_batch else ""))
     a("--precision", choices=precisions, default="fp32", help=precision_help)
-    a("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    a("--channels-last", action=argparse.BooleanOptionalAction, default=channels_last,
+      help="NHWC activations and weights (the fast layout for convolutions on tensor cores)")
     a("--image-size", type=int, default=image_size, help=image_help)
     a("--workers", type=int, default=8, help="data loader processes per rank")
     a("--seed", type=int, default=0)
@@ -51,13 +68,13 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
 
 
 def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=224,
-                 warmup_steps=5):
+                 warmup_steps=5, channels_last=False):
     p = _parser(description, data_help="ImageNet root holding train/ and val/",
                 batch_size=batch_size, image_size=image_size,
                 image_help="training crop; eval crop too",
                 precisions=("fp32", "tf32", "amp", "bf16"),
                 precision_help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), "
-                               "bf16 (autocast)")
+                               "bf16 (autocast)", auto_batch=True, channels_last=channels_last)
     a = p.add_argument
     a("--lr", type=float, default=lr)
     a("--epochs", type=int, default=epochs)
@@ -68,18 +85,23 @@ def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=
     a("--eval-every", type=int, default=1, help="evaluate every N epochs (0: never)")
     a("--print-freq", type=int, default=10, help="progress line every N steps")
     a("--synthetic-steps", type=int, default=100, help="steps per epoch with --synthetic")
+    a("--compile", action="store_true",
+      help="torch.compile the training step; compilation happens in the warm-up steps and "
+           "is reported apart (compile_s)")
     a("--skip-bad-images", action="store_true",
       help="skip training images that cannot be decoded (counted in the record) instead "
            "of stopping; validation images are never skipped")
     checkpoint.add_flags(p)
+    p.set_defaults(recipe_batch_size=batch_size)  # what --batch-size auto falls back to
     return p
 
 
-def infer_parser(description, *, image_size=224, batch_size=256):
+def infer_parser(description, *, image_size=224, batch_size=256, channels_last=False):
     p = _parser(description, data_help="ImageNet root holding val/ (train/ is not read)",
                 batch_size=batch_size, image_size=image_size, image_help="eval crop",
                 precisions=("fp32", "tf32", "fp16", "bf16"),
-                precision_help="the dtype the model runs in (fp32 without TF32 unless tf32)")
+                precision_help="the dtype the model runs in (fp32 without TF32 unless tf32)",
+                channels_last=channels_last)
     a = p.add_argument
     a("--weights", help="published weights file; without it the model is random (speed only)")
     a("--engine", choices=("compile", "tensorrt", "eager"), default="compile",

@@ -167,10 +167,14 @@ def _loader(dataset, batch_size, sampler, workers, run, drop_last):
         generator=torch.Generator().manual_seed(0))
 
 
-def train_loader(dataset, batch_size, workers, run, seed=0, skip_bad=False):
-    if len(dataset) // run.world_size < batch_size:
-        raise DataError(f"--batch-size {batch_size}: larger than the {len(dataset)} training "
+def check_batch_size(batch_size, images, run):
+    if images // run.world_size < batch_size:
+        raise DataError(f"--batch-size {batch_size}: larger than the {images} training "
                         f"images give each of {run.world_size} ranks; use a smaller batch")
+
+
+def train_loader(dataset, batch_size, workers, run, seed=0, skip_bad=False):
+    check_batch_size(batch_size, len(dataset), run)
     sampler = EpochSampler(dataset, num_replicas=run.world_size, rank=run.rank, shuffle=True,
                            seed=seed, drop_last=True)
     # full batches only: every timed step does the same work
@@ -190,6 +194,8 @@ class SyntheticLoader:
     measures p_core with no dataset and no input pipeline."""
 
     def __init__(self, batch_size, image_size, num_classes, steps, device, seed=0):
+        self.settings = dict(image_size=image_size, num_classes=num_classes, steps=steps,
+                             device=device, seed=seed)
         g = torch.Generator().manual_seed(seed)
         self.batch = (
             torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8,
@@ -205,10 +211,30 @@ class SyntheticLoader:
         return self.steps
 
 
+def rebatched(loader, batch_size, run):
+    """The same data, sampler and settings in batches of `batch_size` (None stays None)."""
+    if loader is None:
+        return None
+    if isinstance(loader, SyntheticLoader):
+        return SyntheticLoader(batch_size, **loader.settings)
+    if loader.drop_last:  # a training loader: full batches only
+        check_batch_size(batch_size, len(loader.dataset), run)
+    return tud.DataLoader(
+        loader.dataset, batch_size=batch_size, sampler=loader.sampler,
+        num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last, persistent_workers=loader.persistent_workers,
+        prefetch_factor=loader.prefetch_factor, generator=loader.generator)
+
+
+def batch_size_of(args):
+    """--batch-size, or 1 while `auto` is still to be searched (train_loop rebatches)."""
+    return 1 if args.batch_size == "auto" else args.batch_size
+
+
 def loaders(args, run, train_tf, eval_tf):
     """(train loader, val loader or None, number of classes) for --data-dir or --synthetic."""
     if args.synthetic:
-        train = SyntheticLoader(args.batch_size, args.image_size, args.num_classes,
+        train = SyntheticLoader(batch_size_of(args), args.image_size, args.num_classes,
                                 args.synthetic_steps, run.device.torch_device, args.seed)
         return train, None, args.num_classes
     if not args.data_dir:
@@ -216,9 +242,9 @@ def loaders(args, run, train_tf, eval_tf):
     train_set = image_folder(args.data_dir, "train", train_tf)
     val_set = image_folder(args.data_dir, "val", eval_tf)
     check_same_classes(train_set, val_set)
-    return (train_loader(train_set, args.batch_size, args.workers, run, args.seed,
+    return (train_loader(train_set, batch_size_of(args), args.workers, run, args.seed,
                          getattr(args, "skip_bad_images", False)),
-            eval_loader(val_set, args.batch_size, args.workers, run),
+            eval_loader(val_set, batch_size_of(args), args.workers, run),
             len(train_set.classes))
 
 

@@ -228,6 +228,13 @@ class Device:
             if reset is not None:
                 reset()
 
+    def empty_cache(self):
+        """Give the allocator's cached blocks back (after an out-of-memory attempt)."""
+        if self.type not in ("cpu",):
+            release = self._call("empty_cache")
+            if release is not None:
+                release()
+
     def peak_memory(self):
         """Bytes: the allocator's peak reservation, or the process's peak RSS on CPU;
         None where the device's module cannot tell (the mem cell stays empty)."""
@@ -282,6 +289,8 @@ class Device:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        # every timed step has the same shapes: let cudnn pick its fastest kernels once
+        torch.backends.cudnn.benchmark = True
 
     def autocast(self, precision):
         dtype = _AUTOCAST.get(precision)

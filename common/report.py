@@ -80,9 +80,12 @@ def train_record(run, args, parser, model_name, figures, flops_per_img, grad_acc
     # a training step is a forward and a backward: about three forwards of work
     fig.update(efficiency(flops_per_img, fig.get("p_core"),
                           run.device.peak_flops(args.precision), passes=3))
+    fix_hp = cli.fix_hp(args, parser)
+    if (fig.get("batch_size_search") or {}).get("searched"):
+        fix_hp = {"bs": args.batch_size, **fix_hp}  # a searched batch is always shown
     record = _record(run, args, "train", model_name, fig, evals=evals,
                      global_batch_size=args.batch_size * grad_accum * run.world_size,
-                     warmup_steps=args.warmup_steps, fix_hp=cli.fix_hp(args, parser))
+                     warmup_steps=args.warmup_steps, fix_hp=fix_hp)
     record.update(status=status, error=error)
     return record
 

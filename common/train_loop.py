@@ -114,6 +114,62 @@ def _oom_error(run, args):
                      f" GiB reserved on {run.device.label}); use a smaller --batch-size")
 
 
+AUTO_BATCH_START = 1024
+
+
+def _trains(run, args, model, optimizer, loss_fn, normalize, batch_size):
+    """True when a training step at `batch_size` fits in device memory."""
+    dev = run.device
+    loss = None
+    try:
+        x = torch.randint(0, 256, (batch_size, 3, args.image_size, args.image_size),
+                          dtype=torch.uint8, device=dev.torch_device)
+        y = torch.zeros(batch_size, dtype=torch.long, device=dev.torch_device)
+        with dev.autocast(args.precision):
+            loss = loss_fn(model(normalize(x)), y)
+        loss.backward()
+        optimizer.step()  # the optimizer's state takes memory too
+        dev.synchronize()
+        return True
+    except Exception as e:
+        if not _is_oom(e):
+            raise
+        return False
+    finally:
+        x = y = loss = None
+        optimizer.zero_grad(set_to_none=True)
+        dev.empty_cache()
+
+
+def find_batch_size(run, args, model, optimizer, loss_fn, normalize, images=None):
+    """--batch-size auto: the largest per-device batch that trains, halving from 1024
+    (or a rank's share of the data) on out-of-memory; the smallest over ranks. The model,
+    optimizer and random state are put back as they were. A cpu reports no
+    out-of-memory (the system kills the process instead), so there the recipe's batch
+    is kept, and said so."""
+    if run.device.type == "cpu":
+        return None, {"searched": False, "reason": "a cpu does not report out-of-memory"}
+    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    batch = AUTO_BATCH_START if images is None else min(AUTO_BATCH_START,
+                                                        images // run.world_size)
+    tried = []
+    while batch >= 1:
+        tried.append(batch)
+        if _trains(run, args, model, optimizer, loss_fn, normalize, batch):
+            break
+        batch //= 2
+    model.load_state_dict(weights)
+    optimizer.state.clear()
+    torch.set_rng_state(rng)
+    if batch < 1:
+        raise UserError(f"--batch-size auto: not even one image per device fits in the "
+                        f"{run.device.total_memory() / 1024 ** 3:.1f} GiB of "
+                        f"{run.device.label}")
+    (smallest,) = dist.max_all(run, [-batch])
+    return int(-smallest), {"searched": True, "tried": tried}
+
+
 def _until_signalled(batches, stopper):
     """The batches, ending early without an error when a stop signal has also ended the
     loader's worker processes (Ctrl-C reaches the whole process group)."""
@@ -167,6 +223,21 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
     METRICS.md's training clocks plus accuracy, and the run's status."""
     dev = run.device
+    batch_search = None
+    if args.batch_size == "auto":
+        if sharded:
+            raise UserError("--batch-size auto: not with --fsdp (a sharded step is a "
+                            "collective); give a number")
+        dataset = getattr(train_loader, "dataset", None)
+        found, batch_search = find_batch_size(run, args, model, optimizer, loss_fn, normalize,
+                                              len(dataset) if dataset is not None else None)
+        args.batch_size = found or args.recipe_batch_size
+        train_loader = data.rebatched(train_loader, args.batch_size, run)
+        val_loader = data.rebatched(val_loader, args.batch_size, run)
+        batch_search["batch_size"] = args.batch_size
+        how = (f"tried {batch_search['tried']}" if found else
+               f"{batch_search['reason']}: the recipe's batch")
+        dist.print0(run, f"--batch-size auto: {args.batch_size} per device ({how})")
     dev.reset_peak_memory()
     clocks = TrainClocks(dev, args.warmup_steps)
     scaler = dev.grad_scaler(args.precision)
@@ -189,6 +260,14 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     net = model
     if run.distributed and not sharded:
         net = DDP(model, device_ids=None if dev.type == "cpu" else [dev.index])
+    compile_s, compiling = None, getattr(args, "compile", False)
+    if compiling:
+        if args.warmup_steps < 1:
+            raise UserError("--compile: compiling happens in the first step; give "
+                            "--warmup-steps 1 or more so that it is not timed")
+        net = torch.compile(net)  # evaluation stays eager, on `model`
+        dev.synchronize()
+        compile_start = time.perf_counter()
     steps_per_epoch = len(train_loader) // grad_accum
     if steps_per_epoch == 0:
         raise UserError(f"--grad-accum {grad_accum}: more than the {len(train_loader)} "
@@ -267,6 +346,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                     continue
                 step += 1
                 position = (epoch, i + 1)
+                if compiling and compile_s is None:  # the first step: compilation and all
+                    dev.synchronize()
+                    compile_s = time.perf_counter() - compile_start
                 printing = step % args.print_freq == 0 or step == total_steps
                 stop = check(printing)
                 if stop:
@@ -342,7 +424,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     figures.update(steps=step, epochs_run=epoch + 1, stopped=stop or "epochs", evals=evals,
                    acc=evals[-1]["top1"] if evals else None,
                    acc5=evals[-1]["top5"] if evals else None,
-                   bad_images_skipped=int(skipped), resumed=resumed, status=status, error=error)
+                   bad_images_skipped=int(skipped), resumed=resumed, status=status, error=error,
+                   batch_size_search=batch_search, compile_s=compile_s)
     if status == "ok":
         if args.keep_checkpoint:
             save(epoch + 1, 0, path=ckpt.path[:-3] + "-final.pt")

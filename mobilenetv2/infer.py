@@ -34,5 +34,5 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    parser = cli.infer_parser(__doc__)
+    parser = cli.infer_parser(__doc__, channels_last=True)
     cli.entry(main, parser)

@@ -21,7 +21,8 @@ from common import cli, data, dist, report, train_loop
 
 
 def get_args_parser():
-    p = cli.train_parser(__doc__, batch_size=32, lr=0.045, epochs=300, target_acc=68.6)
+    p = cli.train_parser(__doc__, batch_size=32, lr=0.045, epochs=300, target_acc=68.6,
+                         channels_last=True)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=4e-5)
     p.add_argument("--lr-step-epochs", type=int, default=1)

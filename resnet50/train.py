@@ -22,7 +22,8 @@ from common import cli, data, dist, report, train_loop
 
 
 def get_args_parser():
-    p = cli.train_parser(__doc__, batch_size=32, lr=0.1, epochs=90, target_acc=75.5)
+    p = cli.train_parser(__doc__, batch_size=32, lr=0.1, epochs=90, target_acc=75.5,
+                         channels_last=True)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--lr-step-epochs", type=int, default=30)

@@ -173,3 +173,62 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert debug.returncode != 0 and "Traceback" in debug.stderr
     assert "DataError: --data-dir" in debug.stderr and "no such directory" in debug.stderr
+
+
+def test_auto_batch_size_halves_on_oom_and_puts_everything_back(monkeypatch):
+    """On an accelerator, --batch-size auto tries 1024, 512, ... until a step fits, then
+    restores the weights, the optimizer state and the random state it disturbed."""
+    import types
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    tried = []
+
+    def fake_step(run, args, model, optimizer, loss_fn, normalize, batch_size):
+        tried.append(batch_size)
+        model.weight.data.add_(1.0)  # what a real attempt's optimizer step does
+        optimizer.state[model.weight]["momentum_buffer"] = torch.ones(2, 4)
+        torch.rand(3)
+        return batch_size <= 200  # fits up to 200 images
+    monkeypatch.setattr(train_loop, "_trains", fake_step)
+    accelerator = types.SimpleNamespace(type="cuda", label="X", total_memory=lambda: 2 ** 30)
+    run = Run(rank=0, local_rank=0, world_size=1, local_world_size=1, device=accelerator)
+    found, search = train_loop.find_batch_size(run, None, model, optimizer, None, None,
+                                               images=700)
+    assert found == 175  # 700 -> 350 -> 175: the first that fits
+    assert tried == [700, 350, 175] and search == {"searched": True, "tried": [700, 350, 175]}
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not optimizer.state and torch.equal(torch.get_rng_state(), rng)
+
+
+def test_auto_batch_size_on_a_cpu_keeps_the_recipe_batch(tmp_path):
+    proc = run_script(["resnet50/train.py", "--synthetic", "--batch-size", "auto",
+                       "--image-size", 32, "--num-classes", 10, "--max-steps", 2,
+                       "--warmup-steps", 1, "--synthetic-steps", 2, "--out", tmp_path])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rec = only_record(tmp_path)
+    assert rec["batch_size"] == 32 and rec["fix_hp"]["img"] == 32
+    assert rec["figures"]["batch_size_search"]["searched"] is False
+    assert "a cpu does not report out-of-memory" in proc.stdout
+
+
+@pytest.mark.parametrize("script, value, message", [
+    ("resnet50/train.py", "0", "'0': give a positive number of images per device, or auto"),
+    ("resnet50/infer.py", "auto", "'auto': give a positive number of images per device"),
+])
+def test_bad_batch_size_is_one_line(script, value, message):
+    proc = run_script([script, "--synthetic", "--batch-size", value])
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_compile_keeps_compilation_out_of_the_timed_region(tmp_path):
+    proc = run_script(["vit/train.py", "--model", "vit_tiny", "--synthetic", "--compile",
+                       "--image-size", 32, "--batch-size", 4, "--num-classes", 10,
+                       "--max-steps", 4, "--warmup-steps", 2, "--synthetic-steps", 4,
+                       "--out", tmp_path])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    f = only_record(tmp_path)["figures"]
+    # the first step compiled; the timed region is steps 3 and 4
+    assert f["compile_s"] > 0 and f["timed_steps"] == 2
+    assert f["compile_s"] > f["step_core_ms"]["p99"] / 1000
