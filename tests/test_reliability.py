@@ -232,3 +232,11 @@ def test_compile_keeps_compilation_out_of_the_timed_region(tmp_path):
     # the first step compiled; the timed region is steps 3 and 4
     assert f["compile_s"] > 0 and f["timed_steps"] == 2
     assert f["compile_s"] > f["step_core_ms"]["p99"] / 1000
+
+
+def test_compile_without_warmup_is_refused_in_one_line():
+    proc = run_script(["resnet50/train.py", "--synthetic", "--compile", "--warmup-steps", 0,
+                       "--image-size", 32, "--batch-size", 2, "--num-classes", 10])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: --compile: compiling happens in the first step; give --warmup-steps 1" \
+        in proc.stderr
