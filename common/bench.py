@@ -270,8 +270,8 @@ def models(a):
 def engine(a):
     precisions = ("fp32", "fp16") if device.select().type == "cuda" else ("fp32",)
     rows = []
+    size = a.image_size
     for model in ("resnet50", "mobilenetv2", "vit", "bit"):
-        size = max(a.image_size, 32)
         for precision in precisions:
             with tempfile.TemporaryDirectory() as out:
                 _python(f"{model}/infer.py", "--synthetic", "--image-size", size,

@@ -69,19 +69,14 @@ def default_path(args, run):
 
 
 def rng_state(device):
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    api = getattr(torch, device.type, None) if device.type != "cpu" else None
-    if api is not None and hasattr(api, "get_rng_state"):
-        state["device"] = api.get_rng_state()
-    return state
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "device": device.rng_state()}
 
 
 def set_rng_state(state, device):
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
-    api = getattr(torch, device.type, None) if device.type != "cpu" else None
-    if "device" in state and api is not None and hasattr(api, "set_rng_state"):
-        api.set_rng_state(state["device"])
+    device.set_rng_state(state.get("device"))
 
 
 def _sharded_state(model, optimizer):

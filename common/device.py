@@ -265,6 +265,16 @@ class Device:
             return 1
         return self._call("device_count")()
 
+    # random state (the host's is torch's own)
+    def rng_state(self):
+        get = None if self.type == "cpu" else getattr(self.api, "get_rng_state", None)
+        return get() if get is not None else None
+
+    def set_rng_state(self, state):
+        put = None if self.type == "cpu" else getattr(self.api, "set_rng_state", None)
+        if state is not None and put is not None:
+            put(state)
+
     # precision
     def supported_precisions(self):
         if self.type == "cpu":

@@ -23,7 +23,7 @@ import torch
 import torchvision
 from tabulate import tabulate
 
-from common import cli, clocks, dist, scaling
+from common import cli, clocks, device, dist, scaling
 from common.flops import efficiency
 
 GiB = 1024 ** 3
@@ -328,7 +328,6 @@ def power_table(records, lang="en"):
 def failed_case_record(case_name, reason, config):
     """The record of a run_all.sh case that ended before writing its own: which case,
     on what, and the last error line it printed."""
-    from common import device  # the one import of the shim a table rendering needs
     model, case = case_name.rsplit("_", 1)
     nodes, per_node = (int(n) for n in config.split("x"))
     dev = device.select()

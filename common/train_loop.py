@@ -170,6 +170,23 @@ def find_batch_size(run, args, model, optimizer, loss_fn, normalize, images=None
     return int(-smallest), {"searched": True, "tried": tried}
 
 
+def _auto_batch(run, args, model, optimizer, loss_fn, normalize, train_loader, val_loader,
+                sharded):
+    """Settle --batch-size auto: args.batch_size becomes the batch found (or the
+    recipe's), the loaders are rebatched; returns them and what the search did."""
+    if sharded:
+        raise UserError("--batch-size auto: not with --fsdp (a sharded step is a "
+                        "collective); give a number")
+    dataset = getattr(train_loader, "dataset", None)
+    found, search = find_batch_size(run, args, model, optimizer, loss_fn, normalize,
+                                    len(dataset) if dataset is not None else None)
+    args.batch_size = search["batch_size"] = found or args.recipe_batch_size
+    how = f"tried {search['tried']}" if found else f"{search['reason']}: the recipe's batch"
+    dist.print0(run, f"--batch-size auto: {args.batch_size} per device ({how})")
+    return (data.rebatched(train_loader, args.batch_size, run),
+            data.rebatched(val_loader, args.batch_size, run), search)
+
+
 def _until_signalled(batches, stopper):
     """The batches, ending early without an error when a stop signal has also ended the
     loader's worker processes (Ctrl-C reaches the whole process group)."""
@@ -225,19 +242,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     dev = run.device
     batch_search = None
     if args.batch_size == "auto":
-        if sharded:
-            raise UserError("--batch-size auto: not with --fsdp (a sharded step is a "
-                            "collective); give a number")
-        dataset = getattr(train_loader, "dataset", None)
-        found, batch_search = find_batch_size(run, args, model, optimizer, loss_fn, normalize,
-                                              len(dataset) if dataset is not None else None)
-        args.batch_size = found or args.recipe_batch_size
-        train_loader = data.rebatched(train_loader, args.batch_size, run)
-        val_loader = data.rebatched(val_loader, args.batch_size, run)
-        batch_search["batch_size"] = args.batch_size
-        how = (f"tried {batch_search['tried']}" if found else
-               f"{batch_search['reason']}: the recipe's batch")
-        dist.print0(run, f"--batch-size auto: {args.batch_size} per device ({how})")
+        train_loader, val_loader, batch_search = _auto_batch(
+            run, args, model, optimizer, loss_fn, normalize, train_loader, val_loader, sharded)
     dev.reset_peak_memory()
     clocks = TrainClocks(dev, args.warmup_steps)
     scaler = dev.grad_scaler(args.precision)
