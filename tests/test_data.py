@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_script
@@ -100,13 +101,12 @@ def test_batch_larger_than_the_shard_is_refused(dataset):
 def test_read_image_gives_rgb_uint8_whatever_the_file_holds(tmp_path, mode, fmt):
     """ImageNet holds grayscale and CMYK JPEGs and a PNG named .JPEG; each reads as RGB."""
     from PIL import Image
-    rgb = Image.fromarray(make_dataset.class_image(__import__("numpy").random.default_rng(0),
-                                                   1, 4, 40, 30))
+    rgb = Image.fromarray(make_dataset.class_image(np.random.default_rng(0), 1, 4, 40, 30))
     path = tmp_path / "x.JPEG"
     rgb.convert(mode).save(path, format=fmt, quality=95)
     image = data.read_image(str(path))
     assert image.dtype == torch.uint8 and image.shape == (3, 30, 40)
     with Image.open(path) as f:
-        reference = torch.from_numpy(__import__("numpy").asarray(f.convert("RGB"))).permute(2, 0, 1)
+        reference = torch.from_numpy(np.array(f.convert("RGB"))).permute(2, 0, 1)
     # the same libjpeg-turbo underneath; colour conversion may round differently
     assert (image.int() - reference.int()).abs().float().mean() < 2
