@@ -31,7 +31,7 @@ from common.errors import UserError
 # flags that change how a run is carried out or reported, not what it computes
 OPERATIONAL = {"out", "resume", "keep_checkpoint", "checkpoint_every", "debug", "print_freq",
                "workers", "lang", "monitor_interval", "skip_bad_images", "device",
-               "dist_timeout"}
+               "dist_timeout", "profile"}
 
 
 def every(text):

@@ -88,6 +88,9 @@ def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=
     a("--compile", action="store_true",
       help="torch.compile the training step; compilation happens in the warm-up steps and "
            "is reported apart (compile_s)")
+    a("--profile", action="store_true",
+      help="torch.profiler over the warm-up steps (never the timed ones): the top operators "
+           "in the record, the whole table beside it")
     a("--skip-bad-images", action="store_true",
       help="skip training images that cannot be decoded (counted in the record) instead "
            "of stopping; validation images are never skipped")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import checkpoint, data, dist, monitor
+from common import checkpoint, data, dist, monitor, profile
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
@@ -266,6 +266,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     net = model
     if run.distributed and not sharded:
         net = DDP(model, device_ids=None if dev.type == "cpu" else [dev.index])
+    profile.check(args)
+    profiling, profiler, profiled = getattr(args, "profile", False), None, None
     compile_s, compiling = None, getattr(args, "compile", False)
     if compiling:
         if args.warmup_steps < 1:
@@ -352,6 +354,10 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                     continue
                 step += 1
                 position = (epoch, i + 1)
+                if profiling and step == 1:
+                    profiler = profile.start(args, run)
+                elif profiler is not None and step == args.warmup_steps - 1:
+                    profiled, profiler = profile.finish(profiler, run, args.out), None
                 if compiling and compile_s is None:  # the first step: compilation and all
                     dev.synchronize()
                     compile_s = time.perf_counter() - compile_start
@@ -431,7 +437,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                    acc=evals[-1]["top1"] if evals else None,
                    acc5=evals[-1]["top5"] if evals else None,
                    bad_images_skipped=int(skipped), resumed=resumed, status=status, error=error,
-                   batch_size_search=batch_search, compile_s=compile_s)
+                   batch_size_search=batch_search, compile_s=compile_s, profile=profiled)
     if status == "ok":
         if args.keep_checkpoint:
             save(epoch + 1, 0, path=ckpt.path[:-3] + "-final.pt")

@@ -240,3 +240,23 @@ def test_compile_without_warmup_is_refused_in_one_line():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: --compile: compiling happens in the first step; give --warmup-steps 1" \
         in proc.stderr
+
+
+def test_profile_covers_warmup_steps_only(tmp_path):
+    proc = run_script(["resnet50/train.py", "--synthetic", "--profile", "--image-size", 32,
+                       "--batch-size", 2, "--num-classes", 10, "--max-steps", 6,
+                       "--warmup-steps", 4, "--synthetic-steps", 6, "--out", tmp_path])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    f = only_record(tmp_path)["figures"]
+    top = f["profile"]["top"]
+    assert f["profile"]["clock"] == "cpu" and 0 < len(top) <= 12
+    assert sum(t["share"] for t in top) <= 1.0 + 1e-9
+    assert any("convolution" in t["op"] for t in top[:3])  # a ResNet's time is in its convs
+    assert os.path.getsize(f["profile"]["table"]) > 0
+    assert f["timed_steps"] == 2  # steps 5 and 6, unprofiled
+
+
+def test_profile_without_room_in_warmup_is_one_line():
+    proc = run_script(["resnet50/train.py", "--synthetic", "--profile", "--warmup-steps", 2,
+                       "--image-size", 32, "--batch-size", 2, "--num-classes", 10])
+    assert proc.returncode == 2 and "give --warmup-steps 3 or more" in proc.stderr

@@ -1,0 +1,59 @@
+"""Where the time goes: torch.profiler over warm-up steps, never over timed ones.
+
+With --profile, the warm-up steps from the second (the first holds one-off costs:
+compiling, autotuning, the allocator growing) to the one before the timed region run
+under torch.profiler, and it is stopped and its table written before the clocks start. The record gets the operators that took the most device time (self time on
+the device; on a CPU, self CPU time) with their share, and the full table is written
+beside the record as <out>/profile-<pid>.txt.
+"""
+from __future__ import annotations
+
+import os
+
+from torch.profiler import ProfilerActivity, profile
+
+from common.errors import UserError
+
+TOP = 12
+
+
+def start(args, run):
+    """A running profiler when --profile asks for one and warm-up leaves room, else None."""
+    if not getattr(args, "profile", False):
+        return None
+    activities = [ProfilerActivity.CPU]
+    if run.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    prof = profile(activities=activities, record_shapes=False)
+    prof.start()
+    return prof
+
+
+def finish(prof, run, out_dir):
+    """Stop the profiler; the top operators for the record, the whole table to a file."""
+    if prof is None:
+        return None
+    run.device.synchronize()
+    prof.stop()
+    on_device = run.device.type == "cuda"
+    key = "self_device_time_total" if on_device else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    total = sum(getattr(e, key) for e in events) or 1
+    top = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:TOP]
+    path = None
+    if run.is_main:
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, f"profile-{os.getpid()}.txt")
+        sort = "self_cuda_time_total" if on_device else "self_cpu_time_total"
+        with open(path, "w") as f:
+            f.write(prof.key_averages().table(sort_by=sort, row_limit=40))
+    return {"clock": "device" if on_device else "cpu", "table": path,
+            "top": [{"op": e.key, "ms": getattr(e, key) / 1000, "share": getattr(e, key) / total}
+                    for e in top]}
+
+
+def check(args):
+    """--profile profiles warm-up steps after the first and before the last: it needs 3."""
+    if getattr(args, "profile", False) and args.warmup_steps < 3:
+        raise UserError("--profile: it profiles warm-up steps (the second to the one before "
+                        "the timed region), never timed ones; give --warmup-steps 3 or more")
