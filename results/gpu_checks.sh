@@ -3,8 +3,9 @@
 # and the rendered tables land in results/<device label>/ to be committed with the command
 # and device they came from (both are in every record).
 #
-#   bash results/gpu_checks.sh            # all of it, about 20 minutes on one H100
-#   bash results/gpu_checks.sh train      # or: infer
+#   bash results/gpu_checks.sh            # all of it (not yet timed on a GPU: split it where
+#                                         # device time is short)
+#   bash results/gpu_checks.sh train      # or: infer, bench
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -14,11 +15,17 @@ WHAT=${1:-all}
 FAILED=0
 run() { echo "+ $*"; "$@" || { echo "FAILED: $*" >&2; FAILED=1; }; }
 
+STEPS=(--synthetic-steps 100 --max-steps 100 --warmup-steps 20 --print-freq 20)
 if [ "$WHAT" = all ] || [ "$WHAT" = train ]; then
   # ResNet50 training at 224, bs 256, channels-last: fp32 (no TF32), tf32, amp
   for p in fp32 tf32 amp; do
     run "$PY" resnet50/train.py --synthetic --batch-size 256 --precision "$p" --channels-last \
-      --synthetic-steps 100 --max-steps 100 --warmup-steps 20 --print-freq 20 --out "$OUT/train"
+      "${STEPS[@]}" --out "$OUT/train"
+  done
+  # the four training cases at 224, amp, the largest batch that fits, where the time goes
+  for script in resnet50/train.py mobilenetv2/train.py vit/train.py bit/train.py; do
+    run "$PY" "$script" --synthetic --image-size 224 --precision amp --batch-size auto \
+      --profile "${STEPS[@]}" --out "$OUT/train"
   done
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = infer ]; then
@@ -33,6 +40,10 @@ if [ "$WHAT" = all ] || [ "$WHAT" = infer ]; then
     --synthetic-batches 50 --out "$OUT/infer"
   run "$PY" bit/infer.py --synthetic --batch-size 64 --precision fp16 \
     --synthetic-batches 20 --out "$OUT/infer"
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
+  # our overheads against the references, at full size
+  run "$PY" -m common.bench --out "$OUT/bench"
 fi
 "$PY" -m common.report "$OUT" | tee "$OUT/tables.md"
 exit $FAILED
