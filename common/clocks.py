@@ -35,8 +35,10 @@ def process_age():
 E2E_START = time.perf_counter() - process_age()
 
 
-def e2e_time():
-    return time.perf_counter() - E2E_START
+def e2e_time(resumed=None):
+    """Seconds since this process started, plus those of the processes before a resume
+    (`resumed`, the record's block) up to their last checkpoint."""
+    return (resumed or {}).get("e2e_before_s", 0.0) + time.perf_counter() - E2E_START
 
 
 def rate(images, seconds):

@@ -131,8 +131,7 @@ def write_record(record, out_dir):
 def finish(run, record, out_dir):
     """Stamp e2e_time (script start -> now, plus the processes before a resume), write
     the record on rank 0, return its path."""
-    resumed = record["figures"].get("resumed") or {}
-    record["figures"]["e2e_time"] = resumed.get("e2e_before_s", 0.0) + clocks.e2e_time()
+    record["figures"]["e2e_time"] = clocks.e2e_time(record["figures"].get("resumed"))
     record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return write_record(record, out_dir) if run.is_main else None
 

@@ -240,6 +240,12 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
     METRICS.md's training clocks plus accuracy, and the run's status."""
     dev = run.device
+    # flag checks first, before any search, load or thread
+    profile.check(args)
+    compiling = getattr(args, "compile", False)
+    if compiling and args.warmup_steps < 1:
+        raise UserError("--compile: compiling happens in the first step; give "
+                        "--warmup-steps 1 or more so that it is not timed")
     batch_search = None
     if args.batch_size == "auto":
         train_loader, val_loader, batch_search = _auto_batch(
@@ -266,13 +272,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     net = model
     if run.distributed and not sharded:
         net = DDP(model, device_ids=None if dev.type == "cpu" else [dev.index])
-    profile.check(args)
     profiling, profiler, profiled = getattr(args, "profile", False), None, None
-    compile_s, compiling = None, getattr(args, "compile", False)
+    compile_s = None
     if compiling:
-        if args.warmup_steps < 1:
-            raise UserError("--compile: compiling happens in the first step; give "
-                            "--warmup-steps 1 or more so that it is not timed")
         net = torch.compile(net)  # evaluation stays eager, on `model`
         dev.synchronize()
         compile_start = time.perf_counter()
@@ -291,7 +293,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
 
     def save(epoch, batch, path=None):
         with clocks.paused("checkpoint"):
-            e2e = (resumed or {}).get("e2e_before_s", 0.0) + clocks_mod.e2e_time()
+            e2e = clocks_mod.e2e_time(resumed)
             return ckpt.save(step=step, epoch=epoch, batch=batch, evals=evals,
                              clocks_state=clocks.state(run), path=path,
                              extra={"e2e_s": e2e, "resumed": resumed})
