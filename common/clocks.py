@@ -131,6 +131,7 @@ class TrainClocks:
         self.region_start = None
         self.region_end = None   # set by figures(): the timed region is region_start..end
         self.paused_s = {"eval": 0.0, "checkpoint": 0.0}
+        self._pause = None       # (what, start) of the pause under way
         self.core = CoreTimer(device)
         self.carried = {"images": 0, "step_times": [], **dict.fromkeys(self._TIMES, 0.0)}
         if warmup_steps == 0:
@@ -169,12 +170,13 @@ class TrainClocks:
             yield
             return
         self.device.synchronize()
-        t0 = time.perf_counter()
+        self._pause = (what, time.perf_counter())
         try:
             yield
         finally:
             self.device.synchronize()
-            self.paused_s[what] += time.perf_counter() - t0
+            self.paused_s[what] += time.perf_counter() - self._pause[1]
+            self._pause = None
 
     def _totals(self, run):
         """Images summed over ranks, each time the slowest rank's, plus what earlier
@@ -182,10 +184,13 @@ class TrainClocks:
         core = self.core.total()
         self.region_end = time.perf_counter()
         whole = self.region_end - self.region_start if self.timing else 0.0
-        paused = self.paused_s["eval"] + self.paused_s["checkpoint"]
+        paused_s = dict(self.paused_s)
+        if self._pause is not None:  # a checkpoint's snapshot: its pause so far is paused
+            paused_s[self._pause[0]] += self.region_end - self._pause[1]
+        paused = paused_s["eval"] + paused_s["checkpoint"]
         (images,) = dist.sum_all(run, [self.images])
-        times = dist.max_all(run, [whole, whole - paused, core, self.paused_s["eval"],
-                                   self.paused_s["checkpoint"]])
+        times = dist.max_all(run, [whole, whole - paused, core, paused_s["eval"],
+                                   paused_s["checkpoint"]])
         c = self.carried
         totals = {"images": int(images) + c["images"],
                   "step_times": c["step_times"] + self.core.step_times}

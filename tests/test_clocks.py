@@ -69,3 +69,19 @@ def test_percentiles_nearest_rank():
     assert percentiles(values) == {"p50": 50, "p90": 90, "p99": 99}
     assert percentiles([7.0]) == {"p50": 7.0, "p90": 7.0, "p99": 7.0}
     assert percentiles([]) == {}
+
+
+def test_snapshot_inside_a_checkpoint_counts_its_pause_as_checkpoint_time():
+    """A checkpoint takes the clocks inside its own pause: what that pause has taken so
+    far is checkpoint time in the snapshot, not training time."""
+    run = cpu_run()
+    clocks = TrainClocks(run.device, warmup_steps=0)
+    fake_training(clocks, steps=2, batch=4)
+    with clocks.paused("checkpoint"):
+        time.sleep(EVAL_S)                # writing the checkpoint's first part
+        state = clocks.state(run)
+    assert state["checkpoint_s"] == pytest.approx(EVAL_S, abs=0.03)
+    assert state["train_s"] == pytest.approx(2 * (COMPUTE_S + DATA_S), abs=0.03)
+    assert state["whole_s"] == pytest.approx(state["train_s"] + state["checkpoint_s"])
+    f = clocks.figures(run)               # and the pause, once over, is counted once
+    assert f["checkpoint_s"] == pytest.approx(EVAL_S, abs=0.03)
