@@ -68,10 +68,17 @@ def start_and_kill_at(cmd, line, sig=signal.SIGKILL):
     return proc.returncode, "".join(seen) + rest
 
 
-def test_killed_run_resumes_to_the_same_weights(dataset, tmp_path):
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
+@pytest.fixture(scope="module")
+def uninterrupted(dataset, tmp_path_factory):
+    """The output folder of RUN left to finish: what every interrupted run must end as."""
+    whole = tmp_path_factory.mktemp("whole")
     proc = run_script([*RUN, "--data-dir", dataset, "--out", whole], nproc=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return whole
+
+
+def test_killed_run_resumes_to_the_same_weights(dataset, uninterrupted, tmp_path):
+    whole, broken = uninterrupted, tmp_path / "broken"
     # killed after step 10, mid-epoch 1: the last checkpoint is step 8's
     rc, log = start_and_kill_at(torchrun([*RUN, "--data-dir", dataset, "--out", broken]),
                                 "step 10/16")
@@ -109,6 +116,27 @@ def test_sigterm_writes_an_incomplete_record_and_a_checkpoint(dataset, tmp_path)
     (ckpt,) = os.listdir(tmp_path / "checkpoints")
     assert torch.load(tmp_path / "checkpoints" / ckpt, weights_only=True)["step"] >= 3
     assert "resumes from" in log
+
+
+def test_sigterm_to_every_process_stops_the_ranks_together(dataset, uninterrupted, tmp_path):
+    """SLURM's scancel and a terminal's Ctrl-C signal every process of the job, the
+    loader workers too: the ranks still stop at one agreed step, write one checkpoint,
+    and the same command ends where an uninterrupted run does."""
+    rc, log = start_and_kill_at(torchrun([*RUN, "--data-dir", dataset, "--out", tmp_path]),
+                                "step 10/16", signal.SIGTERM)
+    stopped = only_record(tmp_path)
+    assert stopped["status"] == "incomplete" and "SIGTERM" in stopped["error"], log[-3000:]
+    step = stopped["figures"]["steps"]
+    assert 10 <= step < 16
+    (name,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
+    os.rename(tmp_path / name, tmp_path / "stopped.record")  # so that one record is new
+    proc = run_script([*RUN, "--data-dir", dataset, "--out", tmp_path], nproc=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"at step {step}" in proc.stdout
+    a, b = final_weights(uninterrupted), final_weights(tmp_path)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert only_record(tmp_path)["figures"]["images"] == 14 * 4 * 2
 
 
 @pytest.mark.parametrize("value", ["3", "2weeks"])
