@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.transforms import v2
 
 from bit import model as bit_model
-from common import cli, data, dist, report, train_loop
+from common import cli, data, dist, optim, report, train_loop
 from common.errors import UserError
 
 CHECKPOINTS_URL = "https://storage.googleapis.com/bit_models"
@@ -180,7 +180,9 @@ def main(args, parser):
     if args.fsdp:
         shard_units(model, run)
     # made after sharding: FSDP2 swaps the parameters for sharded ones; no weight decay
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    optimizer = optim.make(torch.optim.SGD, model.parameters(),
+                           args.optimizer_impl, run.device, lr=args.lr,
+                           momentum=args.momentum)
     scheduler = hyperrule_schedule(optimizer, warmup_steps=args.warmup_lr_steps,
                                    decay_steps=args.lr_decay_steps)
     # one mixing weight per batch from Beta(0.1, 0.1), on the device; soft targets out

@@ -9,7 +9,7 @@ import argparse
 import functools
 import sys
 
-from common import checkpoint
+from common import checkpoint, optim
 from common.errors import UserError
 
 # recipe hyper-parameters and their short names in the fix_hp column
@@ -95,6 +95,7 @@ def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=
       help="skip training images that cannot be decoded (counted in the record) instead "
            "of stopping; validation images are never skipped")
     checkpoint.add_flags(p)
+    optim.add_flag(p)
     p.set_defaults(recipe_batch_size=batch_size)  # what --batch-size auto falls back to
     return p
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import checkpoint, data, dist, monitor, profile
+from common import checkpoint, data, dist, monitor, optim, profile
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
@@ -439,7 +439,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                    acc=evals[-1]["top1"] if evals else None,
                    acc5=evals[-1]["top5"] if evals else None,
                    bad_images_skipped=int(skipped), resumed=resumed, status=status, error=error,
-                   batch_size_search=batch_search, compile_s=compile_s, profile=profiled)
+                   batch_size_search=batch_search, compile_s=compile_s, profile=profiled,
+                   optimizer=optim.describe(optimizer))
     if status == "ok":
         if args.keep_checkpoint:
             save(epoch + 1, 0, path=ckpt.path[:-3] + "-final.pt")

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 import torchvision
 
-from common import cli, data, dist, report, train_loop
+from common import cli, data, dist, optim, report, train_loop
 
 
 def get_args_parser():
@@ -36,8 +36,9 @@ def main(args, parser):
     train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(args, run)
     model, flops = train_loop.place_model(
         torchvision.models.resnet50(num_classes=num_classes), args, run)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+    optimizer = optim.make(torch.optim.SGD, model.parameters(),
+                           args.optimizer_impl, run.device, lr=args.lr,
+                           momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_epochs, args.lr_gamma)
 
     figures = train_loop.train(

@@ -101,6 +101,9 @@ def test_fsdp_and_checkpointing_evaluate_like_one_rank(odd_dataset, tmp_path):
     fsdp, one = only_record(tmp_path / "fsdp"), only_record(tmp_path / "one")
     assert fsdp["args"]["fsdp"] and fsdp["args"]["activation_checkpointing"]
     assert fsdp["figures"]["acc"] is not None and fsdp["figures"]["images"] == 1 * 4 * 2
+    # fused SGD has no sharding rule for DTensor shards: auto leaves them to torch
+    assert fsdp["figures"]["optimizer"]["impl"] != "fused"
+    assert one["figures"]["optimizer"]["impl"] == "fused"
     e_fsdp, e_one = fsdp["evals"][-1], one["evals"][-1]
     assert e_fsdp["images"] == e_one["images"] == 9
     assert e_fsdp["top1"] == e_one["top1"] and e_fsdp["top5"] == e_one["top5"]

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 from torchvision.transforms import v2
 
-from common import cli, data, dist, report, train_loop
+from common import cli, data, dist, optim, report, train_loop
 from vit.model import MODELS
 
 
@@ -53,7 +53,9 @@ def main(args, parser):
         args, run, randaugment_magnitude=args.randaugment_magnitude)
     model, flops = train_loop.place_model(
         MODELS[args.model](image_size=args.image_size, num_classes=num_classes), args, run)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = optim.make(torch.optim.AdamW, model.parameters(),
+                           args.optimizer_impl, run.device, lr=args.lr,
+                           weight_decay=args.weight_decay)
     # per epoch, as the reference: linear warm-up, then cosine over the remaining epochs
     warmup = max(0, min(args.warmup_epochs, args.epochs - 1))
     scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [
