@@ -224,18 +224,18 @@ def step_rate(model, x, y, train, steps, warmup, dev, precision):
 
 
 def reference_models(image_size):
-    """(name, ours, reference or None, why there is none)"""
-    from bit.model import bit
+    """(name, ours, ours as its infer.py runs it, reference or None, why there is none)"""
+    from bit.model import bit, fold_weight_standardization
     from vit.model import vit_b_16
     pairs = [("ViT-B/16 vs torchvision vit_b_16", lambda: vit_b_16(image_size=image_size),
-              lambda: torchvision.models.vit_b_16(image_size=image_size), "")]
+              lambda m: m, lambda: torchvision.models.vit_b_16(image_size=image_size), "")]
     try:
         import timm
         ref, why = (lambda: timm.create_model("resnetv2_152x2_bit", pretrained=False)), ""
     except ImportError:
         ref, why = None, "timm is not installed (pip install timm)"
-    pairs.append(("BiT-M-R152x2 vs timm resnetv2_152x2_bit", lambda: bit("BiT-M-R152x2"), ref,
-                  why))
+    pairs.append(("BiT-M-R152x2 vs timm resnetv2_152x2_bit", lambda: bit("BiT-M-R152x2"),
+                  fold_weight_standardization, ref, why))
     return pairs
 
 
@@ -247,14 +247,15 @@ def models(a):
     y = torch.randint(0, 1000, (a.model_batch_size,), generator=g)
     x, y = x.to(dev.torch_device), y.to(dev.torch_device)
     rows = []
-    for name, make_ours, make_ref, why in reference_models(a.image_size):
+    for name, make_ours, for_inference, make_ref, why in reference_models(a.image_size):
         for train in (True, False):
             what = f"models: {name}, {'training step' if train else 'inference'}"
             if make_ref is None:
                 rows.append(row(what, None, None, "img/s", 1.0, why))
                 continue
             torch.manual_seed(0)
-            ours_m, ref_m = make_ours().to(dev.torch_device), make_ref().to(dev.torch_device)
+            ours_m, ref_m = make_ours(), make_ref().to(dev.torch_device)
+            ours_m = (ours_m if train else for_inference(ours_m)).to(dev.torch_device)
 
             def run_ours(m=ours_m, t=train):
                 return step_rate(m, x, y, t, a.model_steps, a.warmup, dev, a.precision)

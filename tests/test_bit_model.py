@@ -57,6 +57,22 @@ def test_stdconv_standardises_filters():
     torch.testing.assert_close(conv(torch.ones(1, 4, 5, 5)), ref)
 
 
+def test_folded_standardisation_is_the_same_function_with_plain_convs():
+    m = _randomize(bit("tiny", num_classes=7, zero_head=False)).eval()
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        before = m(x)
+    keys = list(m.state_dict())
+    conv1 = m.body.block1.unit01.conv1
+    assert bitmod.fold_weight_standardization(m) is m
+    assert not any(isinstance(mod, bitmod.StdConv2d) for mod in m.modules())
+    assert type(m.body.block1.unit01.conv1) is torch.nn.Conv2d
+    torch.testing.assert_close(m.body.block1.unit01.conv1.weight, conv1.standardized_weight())
+    assert list(m.state_dict()) == keys
+    with torch.inference_mode():
+        torch.testing.assert_close(m(x), before, rtol=1e-5, atol=1e-5)
+
+
 def test_zero_head_default():
     m = bit("tiny", num_classes=5)
     assert torch.count_nonzero(m.head.conv.weight) == 0
