@@ -1,5 +1,5 @@
 """How much of the device's speed the suite's figures keep: our code against references,
-both sides run in this process tree, alternating, each `--repeat` times (median).
+both sides run in this process tree, alternating, in `--repeat` rounds (medians).
 
     python -m common.bench                      # every comparison, sizes for this device
     python -m common.bench --only loader models # some of: harness loader models engine
@@ -15,7 +15,12 @@ both sides run in this process tree, alternating, each `--repeat` times (median)
     engine   each <model>/infer.py: the engine's per-batch time against eager's
              (p_infer_core / p_val_core)                                   reported, no goal
 
-The table is printed and written with the settings to `--out` as JSON.
+Each round runs both sides back to back, so a round's ratio compares them on the
+machine as it was then; the table gives the range of those ratios beside the ratio of
+the medians. A verdict is `met` only when every round reaches the goal, `NOT met` when
+none does, and `within noise` when the rounds fall on both sides of it: on a shared or
+throttling machine that is the honest answer. The table is printed and written with
+the settings to `--out` as JSON.
 """
 from __future__ import annotations
 
@@ -54,20 +59,32 @@ def timed_rate(step, steps, warmup, dev, images_per_step):
     return steps * images_per_step / (time.perf_counter() - t0)
 
 
-def median_of(repeat, *sides):
-    """Run each side `repeat` times, alternating; the median of each side's results."""
+def alternate(repeat, *sides):
+    """Each side's results over `repeat` rounds; in each round the sides run one after
+    another, so that a round's results are paired (the same state of the machine)."""
     results = [[] for _ in sides]
     for _ in range(repeat):
         for i, side in enumerate(sides):
             results[i].append(side())
-    return [statistics.median(r) for r in results]
+    return results
 
 
 def row(name, ours, ref, unit, goal=None, note=""):
-    ratio = ours / ref if ours and ref else None
-    verdict = "" if goal is None or ratio is None else ("met" if ratio >= goal else "NOT met")
-    return {"comparison": name, "ours": ours, "reference": ref, "unit": unit, "ratio": ratio,
-            "goal": goal, "verdict": verdict, "note": note}
+    """A table row from each side's results: a list per side (paired by round, from
+    alternate()) or one figure. The figures are the medians; the ratio is theirs. The
+    verdict is `met` when every round's ratio reaches the goal, `NOT met` when none
+    does, and `within noise` when the rounds fall on both sides of it."""
+    ours, ref = (v if isinstance(v, list) else [v] for v in (ours, ref))
+    rounds = [a / b for a, b in zip(ours, ref) if a and b]
+    mine = statistics.median(ours) if None not in ours else None
+    theirs = statistics.median(ref) if None not in ref else None
+    ratio = mine / theirs if mine and theirs else None
+    verdict = ""
+    if goal is not None and ratio is not None:
+        verdict = ("met" if min(rounds) >= goal else "NOT met" if max(rounds) < goal
+                   else "within noise")
+    return {"comparison": name, "ours": mine, "reference": theirs, "unit": unit,
+            "ratio": ratio, "rounds": rounds, "goal": goal, "verdict": verdict, "note": note}
 
 
 # 1. harness overhead
@@ -131,7 +148,7 @@ def harness(a):
     def bare():
         out = _python("-m", "common.bench", "--bare-loop", json.dumps(flags))
         return json.loads(out.strip().splitlines()[-1])["images_per_s"]
-    mine, ref = median_of(a.repeat, ours, bare)
+    mine, ref = alternate(a.repeat, ours, bare)
     return [row("harness: resnet50/train.py p_core / bare loop", mine, ref, "img/s", 0.98,
                 f"ResNet50 {a.precision} bs {a.batch_size} at {a.image_size} px")]
 
@@ -190,7 +207,7 @@ def loader(a):
                 x.to(dev.torch_device, non_blocking=True)
                 dev.synchronize()
             return loader_rate(ld, a.loader_batches, finish)
-        mine, mine_normalised, ref = median_of(a.repeat, ours, lambda: ours(True), classic)
+        mine, mine_normalised, ref = alternate(a.repeat, ours, lambda: ours(True), classic)
     setting = f"{a.workers} workers, batch {a.batch_size}, 224 px crops of ~500x375 JPEGs"
     return [row("loader: ours / PIL + ToTensor + Normalize", mine, ref, "img/s", 1.5, setting),
             # the classic loader normalises in its workers, ours on the device: on a cpu
@@ -262,7 +279,7 @@ def models(a):
 
             def run_ref(m=ref_m, t=train):
                 return step_rate(m, x, y, t, a.model_steps, a.warmup, dev, a.precision)
-            mine, ref = median_of(a.repeat, run_ours, run_ref)
+            mine, ref = alternate(a.repeat, run_ours, run_ref)
             rows.append(row(what, mine, ref, "img/s", 1.0,
                             f"{a.precision} bs {a.model_batch_size} at {a.image_size} px"))
             del ours_m, ref_m
@@ -280,10 +297,11 @@ def engine(a):
             with tempfile.TemporaryDirectory() as out:
                 _python(f"{model}/infer.py", "--synthetic", "--image-size", size,
                         "--batch-size", a.batch_size, "--precision", precision,
-                        "--synthetic-batches", a.steps, "--repeat", a.repeat,
+                        "--synthetic-batches", a.steps, "--repeat", 1,
                         "--latency-calls", 5, "--monitor-interval", 0, "--out", out)
                 f = _record(out)["figures"]
-            # the per-batch medians: each pass's batches are the repeated measurements
+            # one run, not rounds (a build takes minutes on a cpu): each pass's batches
+            # are the repeated measurements, and their medians are shown
             p50_val = f["val_pass"]["batch_core_ms"]["p50"]
             p50_inf = f["infer_pass"]["batch_core_ms"]["p50"]
             rows.append(row(f"engine: {model}/infer.py compile / eager", f["p_infer_core"],
@@ -297,7 +315,7 @@ def defaults_for(dev_type):
     """Sizes that finish in minutes: full size on an accelerator, small on a CPU."""
     if dev_type == "cpu":
         return dict(image_size=64, batch_size=16, model_batch_size=4, precision="fp32",
-                    channels_last=False, steps=20, model_steps=3, warmup=2, loader_batches=40)
+                    channels_last=False, steps=30, model_steps=6, warmup=2, loader_batches=40)
     return dict(image_size=224, batch_size=256, model_batch_size=64, precision="amp",
                 channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30)
 
@@ -305,7 +323,8 @@ def defaults_for(dev_type):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
-    p.add_argument("--repeat", type=int, default=3, help="runs of each side; median reported")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="rounds of each comparison (medians and the range of their ratios)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="loader workers, the same for both loaders")
     for key, value in defaults_for(device.select().type).items():
@@ -327,12 +346,13 @@ def main(argv=None):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         rows += globals()[name](a)
     num = lambda v: "" if v is None else f"{v:.3g}" if v < 100 else f"{v:.0f}"  # noqa: E731
+    spread = lambda r: (f"{min(r):.2f}-{max(r):.2f}" if len(r) > 1 else "")  # noqa: E731
     table = tabulate([[r["comparison"], num(r["ours"]), num(r["reference"]), r["unit"],
-                       "" if r["ratio"] is None else f"{r['ratio']:.3f}",
+                       "" if r["ratio"] is None else f"{r['ratio']:.3f}", spread(r["rounds"]),
                        "" if r["goal"] is None else f">= {r['goal']}", r["verdict"], r["note"]]
                       for r in rows],
-                     headers=["comparison", "ours", "reference", "unit", "ratio", "goal",
-                              "verdict", "settings / why empty"],
+                     headers=["comparison", "ours", "reference", "unit", "ratio", "rounds",
+                              "goal", "verdict", "settings / why empty"],
                      tablefmt="github", disable_numparse=True)
     print(f"\n{dev.label} ({dev.name}), torch {torch.__version__}, median of {a.repeat}\n")
     print(table)
