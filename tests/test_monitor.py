@@ -27,7 +27,9 @@ def busy(seconds):
 def test_host_cpu_and_memory_are_sampled():
     mon = monitor.Monitor("cpu", [], interval=0.05).start()
     t0 = time.perf_counter()
-    busy(0.4)
+    # the spinning thread holds the GIL, so on a loaded 2-core machine the sampler gets a
+    # turn about every 0.1 s, not every 0.05 s: a 1 s window still leaves room for 4
+    busy(1.0)
     t1 = time.perf_counter()
     mon.stop()
     window = [s for s in mon.samples if t0 <= s[0] <= t1]
