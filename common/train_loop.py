@@ -203,6 +203,39 @@ def _until_signalled(batches, stopper):
         yield batch
 
 
+def _resume(state, clocks, run):
+    """(step, evals, epoch, batch, the record's `resumed` block) where the checkpoint
+    `state` stopped, its clocks carried on; a fresh start when `state` is None."""
+    if state is None:
+        return 0, [], 0, 0, None
+    clocks.restore(state["clocks"])
+    before = state.get("resumed") or {"restarts": 0, "restart_s": 0.0}
+    resumed = {"checkpoint": state["path"], "from_step": state["step"],
+               "restarts": before["restarts"] + 1,
+               # start-up of this process (and of earlier restarts): in e2e_time only
+               "restart_s": before["restart_s"] + clocks_mod.e2e_time(),
+               "e2e_before_s": state["e2e_s"]}
+    dist.print0(run, f"resuming from {state['path']} at step {state['step']} "
+                     f"(epoch {state['epoch'] + 1})")
+    return state["step"], state["evals"], state["epoch"], state["batch"], resumed
+
+
+def _progress_line(run, total_steps, step):
+    """A printer of the progress line: the rate and eta from the steps since its last
+    line (a progress figure only: the record's figures come from the clocks)."""
+    last = {"t": time.perf_counter(), "step": step}
+
+    def progress(epoch, step, loss, lr, images_per_step):
+        now = time.perf_counter()
+        steps, seconds = step - last["step"], now - last["t"]
+        rate = steps * images_per_step * run.world_size / seconds
+        eta = seconds / steps * (total_steps - step)
+        dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
+                         f"lr {lr:.4g} {rate:.1f} img/s eta {_fmt_eta(eta)}")
+        last.update(t=now, step=step)
+    return progress
+
+
 class StopRequest:
     """SIGTERM or Ctrl-C asks the run to stop at the next agreed step, write its
     checkpoint and an incomplete record, and exit; a second Ctrl-C stops at once."""
@@ -255,19 +288,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     scaler = dev.grad_scaler(args.precision)
     ckpt = checkpoint.Checkpointer(run, args, model=model, optimizer=optimizer,
                                    scheduler=scheduler, scaler=scaler, sharded=sharded)
-    state = ckpt.load()
-    step, evals, start_epoch, start_batch, resumed = 0, [], 0, 0, None
-    if state is not None:
-        step, evals = state["step"], state["evals"]
-        start_epoch, start_batch = state["epoch"], state["batch"]
-        clocks.restore(state["clocks"])
-        before = state.get("resumed") or {"restarts": 0, "restart_s": 0.0}
-        resumed = {"checkpoint": state["path"], "from_step": step,
-                   "restarts": before["restarts"] + 1,
-                   # start-up of this process (and of earlier restarts): in e2e_time only
-                   "restart_s": before["restart_s"] + clocks_mod.e2e_time(),
-                   "e2e_before_s": state["e2e_s"]}
-        dist.print0(run, f"resuming from {state['path']} at step {step} (epoch {start_epoch + 1})")
+    step, evals, start_epoch, start_batch, resumed = _resume(ckpt.load(), clocks, run)
     mon = monitor.start(run, args)
     net = model
     if run.distributed and not sharded:
@@ -289,7 +310,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     stopper = StopRequest()
     # the step at which the loss first was not finite, kept on the device: no sync per step
     first_bad = torch.zeros((), dtype=torch.long, device=dev.torch_device)
-    last_print, last_print_step = time.perf_counter(), step
+    progress = _progress_line(run, total_steps, step)
 
     def save(epoch, batch, path=None):
         with clocks.paused("checkpoint"):
@@ -368,15 +389,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                 if stop:
                     break
                 if printing:
-                    loss_value = loss.item() * grad_accum
-                    now = time.perf_counter()
-                    rate = ((step - last_print_step) * n_images * grad_accum * run.world_size
-                            / (now - last_print))
-                    eta = (now - last_print) / (step - last_print_step) * (total_steps - step)
-                    dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} "
-                                     f"loss {loss_value:.4f} lr {optimizer.param_groups[0]['lr']:.4g} "
-                                     f"{rate:.1f} img/s eta {_fmt_eta(eta)}")
-                    last_print, last_print_step = now, step
+                    progress(epoch, step, loss.item() * grad_accum,
+                             optimizer.param_groups[0]["lr"], n_images * grad_accum)
                 if step >= total_steps:
                     break
                 if ckpt.due(step, None):
