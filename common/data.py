@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 
 import torch
 import torch.utils.data as tud
@@ -157,11 +159,32 @@ class ShardSampler(tud.Sampler):
         return len(self.indices)
 
 
+def leave_stop_signals_to_the_rank(worker_id):
+    """A loader worker outlives a Ctrl-C and a SIGTERM that are not its rank's. SLURM's
+    scancel and a terminal signal every process of the job; a worker that died of it
+    would end its rank's batches wherever that rank was, before the ranks agree on a
+    step to stop at (train_loop's StopRequest). A SIGTERM from the rank itself (the
+    loader's or Python's shutdown of its workers) still ends the worker; where the OS
+    cannot tell who sent a signal (no sigwaitinfo), SIGTERM keeps its default."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the threads after too
+        threading.Thread(target=_end_on_sigterm_from, args=(os.getppid(),), daemon=True,
+                         name="sigterm-from-rank").start()
+
+
+def _end_on_sigterm_from(rank_pid):
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != rank_pid:
+        pass
+    os._exit(128 + signal.SIGTERM)
+
+
 def _loader(dataset, batch_size, sampler, workers, run, drop_last):
     return tud.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         pin_memory=run.device.type != "cpu", drop_last=drop_last,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=leave_stop_signals_to_the_rank,
         # the workers' seeds from a generator of their own, not from the global random
         # state that the training step draws on (mixup): resuming keeps both in step
         generator=torch.Generator().manual_seed(0))
@@ -223,7 +246,8 @@ def rebatched(loader, batch_size, run):
         loader.dataset, batch_size=batch_size, sampler=loader.sampler,
         num_workers=loader.num_workers, pin_memory=loader.pin_memory,
         drop_last=loader.drop_last, persistent_workers=loader.persistent_workers,
-        prefetch_factor=loader.prefetch_factor, generator=loader.generator)
+        prefetch_factor=loader.prefetch_factor, worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator)
 
 
 def batch_size_of(args):

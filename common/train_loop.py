@@ -187,22 +187,6 @@ def _auto_batch(run, args, model, optimizer, loss_fn, normalize, train_loader, v
             data.rebatched(val_loader, args.batch_size, run), search)
 
 
-def _until_signalled(batches, stopper):
-    """The batches, ending early without an error when a stop signal has also ended the
-    loader's worker processes (Ctrl-C reaches the whole process group)."""
-    it = iter(batches)
-    while True:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except Exception:
-            if stopper.signal:
-                return
-            raise
-        yield batch
-
-
 def _resume(state, clocks, run):
     """(step, evals, epoch, batch, the record's `resumed` block) where the checkpoint
     `state` stopped, its clocks carried on; a fresh start when `state` is None."""
@@ -250,11 +234,7 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.signal and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signal = signum
-        # the loader's workers may get the signal too; their end is expected now, and
-        # torch's SIGCHLD handler would raise it into whatever runs (the checkpoint). The
-        # process is on its way out: that handler is not put back.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        self.signal = signum  # the loader's workers ignore it (data.py): they carry on
 
     def close(self):
         for sig, handler in self._old.items():
@@ -345,9 +325,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                 sampler.skip = skip * train_loader.batch_size
             model.train()
             batches = itertools.islice(train_loader, steps_per_epoch * grad_accum - skip)
-            fetched = skip
-            for i, batch in enumerate(_until_signalled(batches, stopper), start=skip):
-                fetched = i + 1
+            for i, batch in enumerate(batches, start=skip):
                 images, labels = data.to_device(batch, run)
                 clocks.begin_step()
                 last = (i + 1) % grad_accum == 0
@@ -395,8 +373,6 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                     break
                 if ckpt.due(step, None):
                     save(*position)
-            if not stop and stopper.signal and fetched < steps_per_epoch * grad_accum:
-                stop = ("interrupted", stopper.signal)  # the loader stopped with the signal
             if stop:
                 break
             if scheduler is not None and scheduler_per == "epoch":

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -110,3 +111,33 @@ def test_read_image_gives_rgb_uint8_whatever_the_file_holds(tmp_path, mode, fmt)
         reference = torch.from_numpy(np.array(f.convert("RGB"))).permute(2, 0, 1)
     # the same libjpeg-turbo underneath; colour conversion may round differently
     assert (image.int() - reference.int()).abs().float().mean() < 2
+
+
+class Pids(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1000
+
+    def __getitem__(self, i):
+        return os.getpid()
+
+
+def test_a_worker_outlives_stop_signals_but_not_its_rank():
+    """scancel and a terminal signal every process of the job: the worker serves on, so
+    that its rank reaches the agreed stop; its rank's own SIGTERM (Python's and the
+    loader's shutdown) still ends it, so no exit waits on it."""
+    import signal
+    import subprocess
+    loader = torch.utils.data.DataLoader(Pids(), batch_size=1, num_workers=1,
+                                         prefetch_factor=1,
+                                         worker_init_fn=data.leave_stop_signals_to_the_rank)
+    it = iter(loader)
+    pid = int(next(it))
+    for sig in ("TERM", "INT"):  # sent by another process, as slurmstepd or a terminal does
+        subprocess.run(["kill", f"-{sig}", str(pid)], check=True)
+    time.sleep(0.5)
+    assert [int(next(it)) for _ in range(5)] == [pid] * 5
+    os.kill(pid, signal.SIGTERM)  # from the worker's parent
+    with pytest.raises(RuntimeError, match="exited unexpectedly"):
+        for _ in range(100):
+            next(it)
+            time.sleep(0.05)
