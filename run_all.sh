@@ -48,7 +48,8 @@ else
     mv -T "$tmp" "$QUICK_DATA" 2>/dev/null || rm -rf "$tmp"  # the other agent was first
   fi
   DATA_ARGS=(--data-dir "$QUICK_DATA" --image-size 64 --batch-size 8 --workers 1)
-  TRAIN_ARGS=(--max-steps 12 --warmup-steps 2 --print-freq 4)
+  # no accumulation: ViT's recipe would accumulate 512 of these batches to reach 4096
+  TRAIN_ARGS=(--max-steps 12 --warmup-steps 2 --print-freq 4 --grad-accum 1)
   INFER_ARGS=(--latency-calls 20 --warmup-batches 2)
   # compiling four models on a CPU takes minutes: the quick check runs them eagerly there
   if [ "$DEVICE_TYPE" = cpu ]; then INFER_ARGS+=(--engine eager); fi

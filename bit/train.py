@@ -2,9 +2,10 @@
 
 Our own BiT ResNet-V2 (bit/model.py) starting from the official BiT-M checkpoint
 (https://storage.googleapis.com/bit_models/BiT-M-R152x2.npz), its head zero-initialised
-for the dataset's classes; SGD lr 0.003, momentum 0.9, no weight decay; linear warm-up
-over 500 steps, x0.1 after steps 3000, 6000 and 9000, end at step 10000, all counted in
-global optimizer steps; MixUp alpha 0.1; training Resize 512x512 + RandomCrop 480 + flip,
+for the dataset's classes; SGD lr 0.003 at global batch 128 (the seed's 8 x 16; scaled
+linearly to the run's global batch when --lr is not given), momentum 0.9, no weight
+decay; linear warm-up over 500 steps, x0.1 after steps 3000, 6000 and 9000, end at step
+10000, all counted in global optimizer steps; MixUp alpha 0.1; training Resize 512x512 + RandomCrop 480 + flip,
 evaluation Resize 480x480; mean and std 0.5; batch 16 per device; stop at top-1 83.
 For memory, --fsdp shards every bottleneck unit over the ranks (FSDP2) and
 --activation-checkpointing recomputes each unit's activations in the backward pass.
@@ -50,8 +51,8 @@ def step_list(text):
 
 def get_args_parser():
     # --epochs only bounds the run: the recipe ends at --total-steps
-    p = cli.train_parser(__doc__, batch_size=16, lr=0.003, epochs=100, target_acc=83,
-                         image_size=480)
+    p = cli.train_parser(__doc__, batch_size=16, global_batch=128, lr=0.003, epochs=100,
+                         target_acc=83, image_size=480)
     p.add_argument("--model", choices=list(bit_model.KNOWN_MODELS), default="BiT-M-R152x2")
     p.add_argument("--weights", default="random", metavar="PATH.npz",
                    help="official BiT checkpoint to fine-tune (random: none, with a warning)")
@@ -160,6 +161,7 @@ def main(args, parser):
     # the recipe is counted in optimizer steps: it ends at --total-steps, or at --max-steps
     args.max_steps = min(args.max_steps or args.total_steps, args.total_steps)
     run = dist.start(args)
+    cli.settle_recipe(args, run.world_size)  # global batch and lr: see cli.train_parser
     if args.fsdp and not run.distributed:
         raise UserError("--fsdp: shards the model over ranks; launch several with "
                         "torchrun --nproc_per_node N, or leave --fsdp out")

@@ -19,7 +19,7 @@ HP_NAMES = {
     "label_smoothing": "ls", "lr_step_epochs": "lr_step", "lr_gamma": "lr_gamma",
     "mixup_alpha": "mixup", "cutmix_alpha": "cutmix", "clip_grad": "clip",
     "warmup_epochs": "warmup_ep", "warmup_lr_steps": "warmup_lr", "lr_decay_steps": "lr_decay",
-    "total_steps": "steps",
+    "total_steps": "steps", "ra_reps": "ra_reps",
 }
 
 
@@ -67,8 +67,12 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
     return p
 
 
-def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=224,
-                 warmup_steps=5, channels_last=False):
+def train_parser(description, *, batch_size, global_batch, lr, epochs, target_acc,
+                 image_size=224, warmup_steps=5, channels_last=False, grad_accum=1):
+    """The flags every training script has. The recipe's `lr` belongs to its reference
+    `global_batch`: with no --lr the run scales it linearly to its own global batch.
+    grad_accum=None: accumulate micro-batches up to the reference global batch where the
+    devices do not hold it at once."""
     p = _parser(description, data_help="ImageNet root holding train/ and val/",
                 batch_size=batch_size, image_size=image_size,
                 image_help="training crop; eval crop too",
@@ -76,7 +80,13 @@ def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=
                 precision_help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), "
                                "bf16 (autocast)", auto_batch=True, channels_last=channels_last)
     a = p.add_argument
-    a("--lr", type=float, default=lr)
+    a("--lr", type=float, default=None,
+      help=f"learning rate (default: the recipe's {lr:g} at global batch {global_batch}, "
+           f"scaled linearly to this run's global batch)")
+    a("--grad-accum", type=int, default=grad_accum,
+      help="micro-batches per optimizer step (the loss is divided by it)" +
+           (f"; default: as many as reach the global batch {global_batch}"
+            if grad_accum is None else ""))
     a("--epochs", type=int, default=epochs)
     a("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
     a("--warmup-steps", type=int, default=warmup_steps,
@@ -96,7 +106,9 @@ def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=
            "of stopping; validation images are never skipped")
     checkpoint.add_flags(p)
     optim.add_flag(p)
-    p.set_defaults(recipe_batch_size=batch_size)  # what --batch-size auto falls back to
+    # what --batch-size auto falls back to, and what the learning rate is scaled from
+    p.set_defaults(recipe_batch_size=batch_size, reference_global_batch=global_batch,
+                   reference_lr=lr, recipe=None)
     return p
 
 
@@ -139,8 +151,45 @@ def one_line(error):
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
+def settle_recipe(args, world_size):
+    """Set args.grad_accum and args.lr to what this run trains with, and args.recipe to
+    how they were derived: the global batch is world size x per-device batch x
+    accumulation; with no --lr the recipe's lr scales linearly from its reference global
+    batch to that one. Called again once --batch-size auto has found its batch."""
+    given = args.recipe["given"] if args.recipe else {
+        "lr": args.lr, "grad_accum": args.grad_accum}
+    batch = args.recipe_batch_size if args.batch_size == "auto" else args.batch_size
+    reference = args.reference_global_batch
+    accum = given["grad_accum"] or max(1, reference // (world_size * batch))
+    global_batch = world_size * batch * accum
+    if given["lr"] is None:
+        lr = args.reference_lr * global_batch / reference
+        lr_from = f"{args.reference_lr:g} x {global_batch} / {reference} (linear scaling)"
+    else:
+        lr, lr_from = given["lr"], "--lr"
+    args.lr, args.grad_accum = lr, accum
+    args.recipe = {
+        "given": given, "reference_global_batch": reference, "reference_lr": args.reference_lr,
+        "global_batch": global_batch, "batch_size": batch, "world_size": world_size,
+        "grad_accum": accum, "lr": lr, "lr_from": lr_from,
+        "grad_accum_from": ("--grad-accum" if given["grad_accum"] else
+                            f"to reach the global batch {reference}")}
+    return args.recipe
+
+
+def describe_recipe(recipe):
+    """One line, e.g. 'global batch 1 x 32 x 1 = 32 (recipe: 256 at lr 0.1), lr 0.0125 =
+    0.1 x 32 / 256 (linear scaling)'."""
+    r = recipe
+    return (f"global batch {r['world_size']} x {r['batch_size']} x {r['grad_accum']} = "
+            f"{r['global_batch']} (recipe: {r['reference_global_batch']} at lr "
+            f"{r['reference_lr']:g}), lr {r['lr']:.4g}" +
+            ("" if r["lr_from"] == "--lr" else f" = {r['lr_from']}"))
+
+
 def fix_hp(args, parser):
-    """{short name: value} of the recipe values this run overrides, bs and lr first."""
-    values = vars(args)
+    """{short name: value} of the recipe values this run overrides, bs and lr first: the
+    values the user gave, not those derived from the recipe (lr, grad_accum)."""
+    values = {**vars(args), **(args.recipe or {}).get("given", {})}
     return {short: values[k] for k, short in HP_NAMES.items()
             if k in values and values[k] != parser.get_default(k)}

@@ -57,7 +57,9 @@ def train_transform(crop_size, *, hflip=True, randaugment_magnitude=None):
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     if randaugment_magnitude is not None:
-        steps.append(v2.RandAugment(magnitude=randaugment_magnitude))
+        # bilinear, as the reference recipes (transforms v2 would default to nearest)
+        steps.append(v2.RandAugment(magnitude=randaugment_magnitude,
+                                    interpolation=v2.InterpolationMode.BILINEAR))
     return v2.Compose(steps)
 
 
@@ -97,8 +99,9 @@ class BadImage(DataError):
 
 class SeededSamples(tud.Dataset):
     """A training set whose random augmentation of a sample depends on (seed, epoch,
-    index) alone, not on which worker loads it: a resumed run sees the very crops the
-    uninterrupted one would have. Keys are (epoch, index) pairs from EpochSampler.
+    index, copy) alone, not on which worker loads it: a resumed run sees the very crops
+    the uninterrupted one would have. Keys are (epoch, index) pairs from EpochSampler, or
+    (epoch, index, copy) from RepeatedSampler.
 
     A file that cannot be decoded stops the run naming it; with skip_bad=True the next
     good sample stands in for it and the count of skipped files is kept."""
@@ -111,14 +114,15 @@ class SeededSamples(tud.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key):
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index, copy = (*key, 0)[:3] if isinstance(key, tuple) else (0, key, 0)
         for tries in range(len(self.dataset)):
             i = (index + tries) % len(self.dataset)
             with torch.random.fork_rng(devices=[]):
                 # the cpu generator the transforms draw from (torch.manual_seed would seed
                 # every device too, 20x slower)
                 torch.default_generator.manual_seed(
-                    ((self.seed * 1_000_003 + epoch) * 1_000_000_007 + i) % 2 ** 63)
+                    ((self.seed * 1_000_003 + epoch) * 1_000_000_007 + i
+                     + copy * 0x9E3779B97F4A7C15) % 2 ** 63)
                 try:
                     return self.dataset[i]
                 except (OSError, SyntaxError, ValueError) as e:  # PIL's decode errors
@@ -142,6 +146,27 @@ class EpochSampler(tud.DistributedSampler):
 
     def __iter__(self):
         keys = [(self.epoch, i) for i in list(super().__iter__())[self.skip:]]
+        self.skip = 0
+        return iter(keys)
+
+
+class RepeatedSampler(EpochSampler):
+    """Repeated augmentation, as the ViT reference recipes sample: each epoch shuffles
+    the images, takes every one `repeats` times and deals the copies to the ranks in
+    turn, so an image's copies are augmented apart (on different ranks where there are
+    enough); a rank still gets len(dataset) // world_size samples an epoch."""
+
+    def __init__(self, dataset, repeats, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.repeats = repeats
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        copies = [(i, c) for i in order for c in range(self.repeats)]
+        mine = copies[self.rank::self.num_replicas][:self.num_samples]
+        keys = [(self.epoch, i, c) for i, c in mine[self.skip:]]
         self.skip = 0
         return iter(keys)
 
@@ -196,10 +221,13 @@ def check_batch_size(batch_size, images, run):
                         f"images give each of {run.world_size} ranks; use a smaller batch")
 
 
-def train_loader(dataset, batch_size, workers, run, seed=0, skip_bad=False):
+def train_loader(dataset, batch_size, workers, run, seed=0, skip_bad=False, repeats=1):
+    """Shuffled full batches of this rank's share; `repeats` > 1: repeated augmentation."""
     check_batch_size(batch_size, len(dataset), run)
-    sampler = EpochSampler(dataset, num_replicas=run.world_size, rank=run.rank, shuffle=True,
-                           seed=seed, drop_last=True)
+    shard = dict(num_replicas=run.world_size, rank=run.rank, shuffle=True, seed=seed,
+                 drop_last=True)
+    sampler = (RepeatedSampler(dataset, repeats, **shard) if repeats > 1 else
+               EpochSampler(dataset, **shard))
     # full batches only: every timed step does the same work
     return _loader(SeededSamples(dataset, seed, skip_bad), batch_size, sampler, workers, run,
                    drop_last=True)
@@ -255,8 +283,9 @@ def batch_size_of(args):
     return 1 if args.batch_size == "auto" else args.batch_size
 
 
-def loaders(args, run, train_tf, eval_tf):
-    """(train loader, val loader or None, number of classes) for --data-dir or --synthetic."""
+def loaders(args, run, train_tf, eval_tf, repeats=1):
+    """(train loader, val loader or None, number of classes) for --data-dir or --synthetic;
+    `repeats` copies of each training image an epoch (repeated augmentation)."""
     if args.synthetic:
         train = SyntheticLoader(batch_size_of(args), args.image_size, args.num_classes,
                                 args.synthetic_steps, run.device.torch_device, args.seed)
@@ -267,7 +296,7 @@ def loaders(args, run, train_tf, eval_tf):
     val_set = image_folder(args.data_dir, "val", eval_tf)
     check_same_classes(train_set, val_set)
     return (train_loader(train_set, batch_size_of(args), args.workers, run, args.seed,
-                         getattr(args, "skip_bad_images", False)),
+                         getattr(args, "skip_bad_images", False), repeats),
             eval_loader(val_set, batch_size_of(args), args.workers, run),
             len(train_set.classes))
 
@@ -286,13 +315,13 @@ def val_inputs(args, run, eval_tf, mean=IMAGENET_MEAN, std=IMAGENET_STD):
             normalize)
 
 
-def imagenet_inputs(args, run, randaugment_magnitude=None):
+def imagenet_inputs(args, run, randaugment_magnitude=None, repeats=1):
     """Loaders with the classic ImageNet presets (RandomResizedCrop + flip / Resize +
     CenterCrop at --image-size) and the on-device normaliser that goes with them."""
     train, val, num_classes = loaders(
         args, run,
         train_transform(args.image_size, randaugment_magnitude=randaugment_magnitude),
-        eval_transform(args.image_size))
+        eval_transform(args.image_size), repeats)
     normalize = normalizer(IMAGENET_MEAN, IMAGENET_STD, run.device.torch_device,
                            args.channels_last)
     return train, val, num_classes, normalize

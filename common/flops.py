@@ -1,19 +1,38 @@
 """Work per image, counted from the model itself, and what it makes of a throughput."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def flops_per_image(model, image_size, device, dtype=torch.float32, channels=3):
-    """Forward FLOPs of one image (2 per multiply-add), counted by torch's flop counter."""
+def _math_attention():
+    """Attention through its plain matmuls: the fused kernels a device picks (flash,
+    memory-efficient, a vendor's own) are not all in torch's FLOP registry, and an
+    unregistered one would count as no work at all."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel  # torch >= 2.3
+        return sdpa_kernel(SDPBackend.MATH)
+    except ImportError:
+        return contextlib.nullcontext()  # older torch: the meta device runs the math path
+
+
+def flops_per_image(model, image_size, channels=3):
+    """Forward FLOPs of one image (2 per multiply-add), counted by torch's flop counter
+    on the meta device: from the model's shapes alone, the same number whatever device
+    holds the model and whatever kernels that device would run, and nothing computed."""
+    tensors = {name: torch.empty_like(t, device="meta") for name, t in
+               [*model.named_parameters(), *model.named_buffers()]}
+    x = torch.zeros(1, channels, image_size, image_size, device="meta")
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, channels, image_size, image_size, device=device, dtype=dtype)
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(x)
-    model.train(was_training)
+    try:
+        with torch.no_grad(), _math_attention(), counter:
+            torch.func.functional_call(model, tensors, (x,))
+    finally:
+        model.train(was_training)
     return counter.get_total_flops()
 
 

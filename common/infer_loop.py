@@ -131,7 +131,7 @@ def run_inference(run, args, model, loader, normalize):
     if getattr(args, "channels_last", False):
         model = model.to(memory_format=torch.channels_last)
     prep = _prepare(normalize, dtype)
-    flops = flops_per_image(model, args.image_size, dev.torch_device, dtype)
+    flops = flops_per_image(model, args.image_size)
     dev.reset_peak_memory()
     mon = monitor.start(run, args)
 

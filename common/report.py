@@ -63,6 +63,8 @@ def _record(run, args, case, model_name, figures, **fields):
     return {
         "schema": 1, "case": case, "model": model_name, "status": "ok",
         "precision": args.precision, "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "data_source": "synthetic" if args.synthetic else "real",
         "data": "synthetic" if args.synthetic else os.path.abspath(args.data_dir),
         **fields, "args": vars(args),
         "started": datetime.datetime.fromtimestamp(
@@ -71,7 +73,25 @@ def _record(run, args, case, model_name, figures, **fields):
     }
 
 
-def train_record(run, args, parser, model_name, figures, flops_per_img, grad_accum=1):
+def recipe_complete(args, figures, weights_source):
+    """Whether the run's accuracy is its recipe's result: it evaluated real data and
+    stopped at the target or after every epoch (BiT: at the recipe's last step), not at
+    --max-steps or a signal; a fine-tuning recipe also needs the published weights."""
+    if figures.get("status", "ok") != "ok" or args.synthetic or figures.get("acc") is None:
+        return False
+    if weights_source == "random" and vars(args).get("weights") is not None:
+        return False  # a fine-tuning case started from random weights
+    end = vars(args).get("total_steps")  # a recipe counted in steps
+    return (figures.get("stopped") in ("target_acc", "epochs") or
+            bool(end) and figures.get("steps", 0) >= end)
+
+
+def weights_source(weights):
+    """'published' when the run loaded a weights file, 'random' otherwise."""
+    return "random" if weights in (None, "random") else "published"
+
+
+def train_record(run, args, parser, model_name, figures, flops_per_img):
     """The training record of METRICS.md: figures, recipe and overrides, environment."""
     fig = dict(figures)
     evals = fig.pop("evals", [])
@@ -83,9 +103,11 @@ def train_record(run, args, parser, model_name, figures, flops_per_img, grad_acc
     fix_hp = cli.fix_hp(args, parser)
     if (fig.get("batch_size_search") or {}).get("searched"):
         fix_hp = {"bs": args.batch_size, **fix_hp}  # a searched batch is always shown
+    weights = weights_source(vars(args).get("weights"))  # from scratch: random
     record = _record(run, args, "train", model_name, fig, evals=evals,
-                     global_batch_size=args.batch_size * grad_accum * run.world_size,
-                     warmup_steps=args.warmup_steps, fix_hp=fix_hp)
+                     global_batch_size=args.recipe["global_batch"], recipe=args.recipe,
+                     recipe_complete=recipe_complete(args, figures, weights),
+                     weights_source=weights, warmup_steps=args.warmup_steps, fix_hp=fix_hp)
     record.update(status=status, error=error)
     return record
 
@@ -93,13 +115,15 @@ def train_record(run, args, parser, model_name, figures, flops_per_img, grad_acc
 def infer_record(run, args, model_name, figures, weights):
     """The inference record of METRICS.md."""
     fig = dict(figures)
-    if args.synthetic:  # random labels: an accuracy would mean nothing
+    source = weights_source(weights)
+    if args.synthetic or source == "random":  # random labels or weights: no accuracy
         for key in ("acc_val", "acc_infer", "acc5_val", "acc5_infer"):
             fig[key] = None
     fig.update(efficiency(fig["flops_per_image"], fig.get("p_infer_core"),
                           run.device.peak_flops(args.precision), passes=1))
     return _record(run, args, "infer", model_name, fig, weights=weights or "random",
-                   engine=args.engine, warmup_batches=args.warmup_batches)
+                   weights_source=source, engine=args.engine,
+                   warmup_batches=args.warmup_batches)
 
 
 def write_json(obj, path):
@@ -149,9 +173,9 @@ def conclude(run, args, record):
     return record
 
 
-def conclude_training(run, args, parser, model_name, figures, flops_per_img, grad_accum=1):
+def conclude_training(run, args, parser, model_name, figures, flops_per_img):
     return conclude(run, args, train_record(run, args, parser, model_name, figures,
-                                            flops_per_img, grad_accum))
+                                            flops_per_img))
 
 
 def load_records(paths):
@@ -203,10 +227,48 @@ def fmt_mem(fig):
     return f"{fig['mem_peak_gib']:.1f}/{fig['mem_total_gib']:.1f}"
 
 
+ROW_KINDS = {  # what a row is when it is not a run of the case as published: en, zh
+    "reference": ("published seed row", "种子报告数据"),
+    "synthetic": ("synthetic data", "合成数据"),
+    "random": ("random weights", "随机权重"),
+    "short": ("short run, throughput only", "未完成配方, 仅吞吐量"),
+}
+
+
+def row_kinds(rec):
+    """What sets a row apart from a full run of the case on real data, as keys of
+    ROW_KINDS: synthetic data; random weights where the case serves or fine-tunes
+    published ones; a training run that stopped before its recipe's end."""
+    kinds = ["reference"] if "reference" in rec else []  # results/reference/: not ours
+    if rec.get("data_source", "synthetic" if rec.get("data") == "synthetic" else "real") \
+            == "synthetic":
+        kinds.append("synthetic")
+    random = rec.get("weights_source", rec.get("weights")) == "random"
+    if random and (rec["case"] == "infer" or "weights" in rec.get("args", {})):
+        kinds.append("random")
+    if (rec["case"] == "train" and rec.get("status", "ok") == "ok"
+            and rec.get("recipe_complete") is False
+            and "synthetic" not in kinds):  # synthetic data is throughput only anyway
+        kinds.append("short")
+    return kinds
+
+
+def shows_acc(rec):
+    """A training row shows acc only when the run finished its recipe (the record keeps
+    every evaluation either way); older records without the mark show what they hold."""
+    return rec.get("recipe_complete", rec["figures"].get("acc") is not None)
+
+
+def kind_note(rec, lang="en"):
+    kinds = row_kinds(rec)
+    words = [ROW_KINDS[k][lang == "zh"] for k in kinds]
+    return f" [{'; '.join(words)}]" if words else ""
+
+
 def train_row(rec, lang="en"):
     fig = rec["figures"]
     e2e = fig.get("e2e_time")
-    acc = fig.get("acc")
+    acc = fig.get("acc") if shows_acc(rec) else None
     row = [
         config_label(rec["device"]["label"], rec["nodes"], rec["procs_per_node"], lang),
         rec["precision"],
@@ -216,7 +278,7 @@ def train_row(rec, lang="en"):
         "" if acc is None else f"{acc:.1f}%",
         fmt_mem(fig),
     ]
-    row[0] += status_note(rec)
+    row[0] += status_note(rec) + kind_note(rec, lang)
     return row
 
 
@@ -276,7 +338,7 @@ def infer_row(rec, lang="en", extra=True):
            one(fig.get("e2e_time")), one(fig.get("p_val_whole")), one(fig.get("p_val_core")),
            one(fig.get("p_infer_whole")), one(fig.get("p_infer_core")),
            fmt_latency(fig.get("latency_s")), acc, mem]
-    row[0] += status_note(rec)
+    row[0] += status_note(rec) + kind_note(rec, lang)
     if extra:
         b1 = fig.get("latency_b1_ms") or {}
         row.append(f"{b1['p50']:.2f}/{b1['p99']:.2f}" if b1 else "")

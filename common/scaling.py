@@ -1,17 +1,23 @@
 """The scaling table: how throughput grows from one device to many.
 
-From training records of the same case (model, device, precision, per-device batch) at
-several sizes, e.g. 1x1, 1x8 and 2x8: p_core per device and the scaling efficiency,
-p_core at N devices / (N x p_core at one device). Without a 1x1 record the efficiency
-is left empty.
+From training records of the same case at several sizes, e.g. 1x1, 1x8 and 2x8: p_core
+per device and the scaling efficiency, p_core at N devices / (N x p_core at one device).
+Records are of the same case only when they agree on everything but the size: model,
+device, data source (real or synthetic), image size, precision, per-device batch and
+engine; any other pair gets rows of its own. Without a 1x1 record the efficiency is
+left empty.
 """
 from __future__ import annotations
 
 from tabulate import tabulate
 
 
-def _case(rec):
-    return (rec["model"], rec["device"]["label"], rec["precision"], rec.get("batch_size"))
+def like_with_like(rec):
+    """What two records must share to be compared or combined: everything but the size.
+    Records older than these fields count their data from the data path."""
+    data = rec.get("data_source", "synthetic" if rec.get("data") == "synthetic" else "real")
+    return (rec["model"], rec["case"], rec["device"]["label"], data, rec.get("image_size"),
+            rec["precision"], rec.get("batch_size"), rec.get("engine"))
 
 
 def scaling_rows(records):
@@ -19,15 +25,17 @@ def scaling_rows(records):
     latest = {}
     for r in records:  # oldest first: later runs replace earlier ones
         if r["case"] == "train" and r.get("status", "ok") == "ok" and r["figures"].get("p_core"):
-            latest[_case(r), r["nodes"], r["procs_per_node"]] = r
+            latest[like_with_like(r), r["nodes"], r["procs_per_node"]] = r
     base = {case: r["figures"]["p_core"] for (case, n, p), r in latest.items() if n * p == 1}
     rows = []
     for (case, nodes, per_node), r in sorted(latest.items(),
-                                             key=lambda kv: (kv[0][0], kv[0][1] * kv[0][2])):
+                                             key=lambda kv: (str(kv[0][0]), kv[0][1] * kv[0][2])):
+        model, _, device, data, image_size, precision, bs, _ = case
         devices = nodes * per_node
         p_core = r["figures"]["p_core"]
         one = base.get(case)
-        rows.append({"model": case[0], "device": case[1], "precision": case[2], "bs": case[3],
+        rows.append({"case": case, "model": model, "device": device, "data": data,
+                     "img": image_size, "precision": precision, "bs": bs,
                      "config": f"{nodes}x{per_node}", "devices": devices, "p_core": p_core,
                      "per_device": p_core / devices,
                      "efficiency": p_core / (devices * one) if one else None})
@@ -36,15 +44,17 @@ def scaling_rows(records):
 
 def several_sizes(records):
     """True when some case was run at more than one size (one row per size)."""
-    cases = [(r["model"], r["device"], r["precision"], r["bs"]) for r in scaling_rows(records)]
+    cases = [r["case"] for r in scaling_rows(records)]
     return len(cases) > len(set(cases))
 
 
 def scaling_table(records):
-    rows = [[r["model"], r["device"], r["precision"], r["bs"], r["config"], r["devices"],
+    rows = [[r["model"], r["device"], r["data"], "" if r["img"] is None else r["img"],
+             r["precision"], r["bs"], r["config"], r["devices"],
              f"{r['p_core']:.0f}", f"{r['per_device']:.0f}",
              "" if r["efficiency"] is None else f"{100 * r['efficiency']:.1f}%"]
             for r in scaling_rows(records)]
-    return tabulate(rows, headers=["model", "device", "precision", "bs", "config", "devices",
-                                   "p_core", "p_core/device", "efficiency"],
+    return tabulate(rows, headers=["model", "device", "data", "img", "precision", "bs",
+                                   "config", "devices", "p_core", "p_core/device",
+                                   "efficiency"],
                     tablefmt="github", disable_numparse=True)

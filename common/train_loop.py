@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import checkpoint, data, dist, monitor, optim, profile
+from common import checkpoint, cli, data, dist, monitor, optim, profile
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
@@ -79,7 +79,7 @@ def place_model(model, args, run):
     model = model.to(run.device.torch_device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, flops_per_image(model, args.image_size, run.device.torch_device)
+    return model, flops_per_image(model, args.image_size)
 
 
 def _fmt_eta(seconds):
@@ -170,8 +170,8 @@ def find_batch_size(run, args, model, optimizer, loss_fn, normalize, images=None
     return int(-smallest), {"searched": True, "tried": tried}
 
 
-def _auto_batch(run, args, model, optimizer, loss_fn, normalize, train_loader, val_loader,
-                sharded):
+def _auto_batch(run, args, model, optimizer, scheduler, loss_fn, normalize, train_loader,
+                val_loader, sharded):
     """Settle --batch-size auto: args.batch_size becomes the batch found (or the
     recipe's), the loaders are rebatched; returns them and what the search did."""
     if sharded:
@@ -183,8 +183,25 @@ def _auto_batch(run, args, model, optimizer, loss_fn, normalize, train_loader, v
     args.batch_size = search["batch_size"] = found or args.recipe_batch_size
     how = f"tried {search['tried']}" if found else f"{search['reason']}: the recipe's batch"
     dist.print0(run, f"--batch-size auto: {args.batch_size} per device ({how})")
+    if args.recipe:  # the lr (and accumulation) follow the global batch found
+        lr = args.lr
+        cli.settle_recipe(args, run.world_size)
+        scale_lr(optimizer, scheduler, args.lr / lr)
     return (data.rebatched(train_loader, args.batch_size, run),
             data.rebatched(val_loader, args.batch_size, run), search)
+
+
+def scale_lr(optimizer, scheduler, factor):
+    """Multiply the learning rate of every group, and every lr its schedule scales from,
+    by `factor`: each schedule the recipes use is linear in its base lr, so this is the
+    schedule as built at the new lr."""
+    for group in optimizer.param_groups:
+        for key in ("lr", "initial_lr"):
+            if key in group:
+                group[key] *= factor
+    for sched in [scheduler, *getattr(scheduler, "_schedulers", [])]:  # SequentialLR's parts
+        if hasattr(sched, "base_lrs"):
+            sched.base_lrs = [lr * factor for lr in sched.base_lrs]
 
 
 def _resume(state, clocks, run):
@@ -242,13 +259,14 @@ class StopRequest:
 
 
 def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, loss_fn,
-          scheduler=None, scheduler_per="epoch", batch_transform=None, grad_accum=1,
+          scheduler=None, scheduler_per="epoch", batch_transform=None, grad_accum=None,
           clip_grad=None, sharded=False):
     """Train until the target accuracy, --epochs or --max-steps, whichever comes first;
     resume from a checkpoint, write checkpoints, stop on a non-finite loss or a signal.
 
     sharded=True: the model is already sharded over the ranks (FSDP2 fully_shard), so
     it is not wrapped in DDP and is evaluated in lockstep.
+    grad_accum defaults to args.grad_accum, as cli.settle_recipe set it.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc, precision,
     print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
     METRICS.md's training clocks plus accuracy, and the run's status."""
@@ -262,7 +280,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     batch_search = None
     if args.batch_size == "auto":
         train_loader, val_loader, batch_search = _auto_batch(
-            run, args, model, optimizer, loss_fn, normalize, train_loader, val_loader, sharded)
+            run, args, model, optimizer, scheduler, loss_fn, normalize, train_loader,
+            val_loader, sharded)
+    grad_accum = grad_accum or args.grad_accum
     dev.reset_peak_memory()
     clocks = TrainClocks(dev, args.warmup_steps)
     scaler = dev.grad_scaler(args.precision)
@@ -314,6 +334,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
 
     dist.print0(run, f"training {total_steps} steps ({steps_per_epoch} per epoch, "
                      f"{args.warmup_steps} warm-up steps untimed) on {run.world_size} x {dev.label}")
+    if args.recipe:
+        dist.print0(run, cli.describe_recipe(args.recipe))
     epoch, position = start_epoch, (start_epoch, start_batch)  # where a checkpoint resumes
     try:
         for epoch in range(start_epoch, args.epochs):

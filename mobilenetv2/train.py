@@ -1,7 +1,8 @@
 """MobileNetV2 training on ImageNet-1k, the FlagPerf recipe (seed case 002).
 
-torchvision mobilenet_v2 from scratch; SGD lr 0.045, momentum 0.9, weight decay 4e-5;
-StepLR x0.98 every epoch; batch 32 per device; RandomResizedCrop 224 + flip for training,
+torchvision mobilenet_v2 from scratch; SGD lr 0.045 at global batch 256 (scaled
+linearly to the run's global batch when --lr is not given), momentum 0.9, weight decay
+4e-5; StepLR x0.98 every epoch; batch 32 per device; RandomResizedCrop 224 + flip for training,
 Resize 256 + CenterCrop 224 for evaluation (in eval() mode, which the seed's harness
 forgot); 300 epochs; stop at top-1 68.6.
 
@@ -21,8 +22,8 @@ from common import cli, data, dist, optim, report, train_loop
 
 
 def get_args_parser():
-    p = cli.train_parser(__doc__, batch_size=32, lr=0.045, epochs=300, target_acc=68.6,
-                         channels_last=True)
+    p = cli.train_parser(__doc__, batch_size=32, global_batch=256, lr=0.045, epochs=300,
+                         target_acc=68.6, channels_last=True)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=4e-5)
     p.add_argument("--lr-step-epochs", type=int, default=1)
@@ -32,6 +33,7 @@ def get_args_parser():
 
 def main(args, parser):
     run = dist.start(args)
+    cli.settle_recipe(args, run.world_size)  # global batch and lr: see cli.train_parser
     train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(args, run)
     model, flops = train_loop.place_model(
         torchvision.models.mobilenet_v2(num_classes=num_classes), args, run)

@@ -1,9 +1,10 @@
 """ResNet50 training on ImageNet-1k, the FlagPerf recipe (seed case 000).
 
-torchvision resnet50 from scratch; SGD lr 0.1, momentum 0.9, weight decay 1e-4;
-StepLR x0.1 every 30 epochs; batch 32 per device; RandomResizedCrop 224 + flip for
-training, Resize 256 + CenterCrop 224 for evaluation; evaluate every epoch; stop at
-top-1 75.5 or after the epoch limit.
+torchvision resnet50 from scratch; SGD lr 0.1 at global batch 256, momentum 0.9,
+weight decay 1e-4; StepLR x0.1 every 30 epochs; batch 32 per device; RandomResizedCrop
+224 + flip for training, Resize 256 + CenterCrop 224 for evaluation; evaluate every
+epoch; stop at top-1 75.5 or after 100 epochs. With no --lr the lr follows the global
+batch linearly (0.0125 on one device at 32, 0.2 on 2x8).
 
     torchrun --nproc_per_node 8 resnet50/train.py --data-dir /data/imagenet
     torchrun --nproc_per_node 8 resnet50/train.py --data-dir /data/imagenet --batch-size 256 --lr 0.8
@@ -22,8 +23,8 @@ from common import cli, data, dist, optim, report, train_loop
 
 
 def get_args_parser():
-    p = cli.train_parser(__doc__, batch_size=32, lr=0.1, epochs=90, target_acc=75.5,
-                         channels_last=True)
+    p = cli.train_parser(__doc__, batch_size=32, global_batch=256, lr=0.1, epochs=100,
+                         target_acc=75.5, channels_last=True)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--lr-step-epochs", type=int, default=30)
@@ -33,6 +34,7 @@ def get_args_parser():
 
 def main(args, parser):
     run = dist.start(args)
+    cli.settle_recipe(args, run.world_size)  # global batch and lr: see cli.train_parser
     train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(args, run)
     model, flops = train_loop.place_model(
         torchvision.models.resnet50(num_classes=num_classes), args, run)

@@ -15,7 +15,8 @@ WHAT=${1:-all}
 FAILED=0
 run() { echo "+ $*"; "$@" || { echo "FAILED: $*" >&2; FAILED=1; }; }
 
-STEPS=(--synthetic-steps 100 --max-steps 100 --warmup-steps 20 --print-freq 20)
+# throughput runs: one batch per step (ViT's recipe would accumulate up to 4096 images)
+STEPS=(--synthetic-steps 100 --max-steps 100 --warmup-steps 20 --print-freq 20 --grad-accum 1)
 if [ "$WHAT" = all ] || [ "$WHAT" = train ]; then
   # ResNet50 training at 224, bs 256, channels-last: fp32 (no TF32), tf32, amp
   for p in fp32 tf32 amp; do

@@ -80,7 +80,10 @@ def test_fine_tune_two_ranks_torchrun(dataset, tmp_path):
     assert float(progress[0][2]) == pytest.approx(math.log(4), abs=1e-4)
     # the lr after step s, counted over both epochs, never restarted
     lrs = {int(step): float(lr) for _, step, _, lr in progress}
-    assert lrs == pytest.approx({s: 0.003 * hyperrule_lr_factor(s, warmup_steps=2,
+    # the recipe's 0.003 belongs to a global batch of 128; this run's is 2 x 8 = 16
+    base = rec["recipe"]["lr"]
+    assert base == pytest.approx(0.003 * 16 / 128)
+    assert lrs == pytest.approx({s: base * hyperrule_lr_factor(s, warmup_steps=2,
                                                                 decay_steps=(3, 6))
                                  for s in range(1, 9)}, rel=1e-3)
     assert lrs[7] == pytest.approx(0.00003) and progress[6][0] == "2"

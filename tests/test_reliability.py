@@ -224,7 +224,7 @@ def test_bad_batch_size_is_one_line(script, value, message):
 
 def test_compile_keeps_compilation_out_of_the_timed_region(tmp_path):
     proc = run_script(["vit/train.py", "--model", "vit_tiny", "--synthetic", "--compile",
-                       "--image-size", 32, "--batch-size", 4, "--num-classes", 10,
+                       "--grad-accum", 1, "--image-size", 32, "--batch-size", 4, "--num-classes", 10,
                        "--max-steps", 4, "--warmup-steps", 2, "--synthetic-steps", 4,
                        "--out", tmp_path])
     assert proc.returncode == 0, proc.stderr[-3000:]

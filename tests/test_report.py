@@ -106,9 +106,37 @@ def test_report_command_adds_scaling_and_monitor_tables(tmp_path, capsys):
     def body(section):  # the rows of the first table after `section`, headers left out
         return cells("\n".join(line for line in out.split(section)[1].split("\n\n")[1].splitlines()[2:]))
     scaling_rows = body("Scaling")
-    assert [r[4:] for r in scaling_rows] == [["1x1", "1", "799", "799", "100.0%"],
+    assert [r[6:] for r in scaling_rows] == [["1x1", "1", "799", "799", "100.0%"],
                                             ["1x8", "8", "6105", "763", "95.5%"],
                                             ["2x8", "16", "11874", "742", "92.9%"]]
     monitor_rows = body("Hardware monitor")
     assert monitor_rows == [["resnet50", "A100 1 node x 8 (1x8)", "fp32", "train", "nvml",
                              "398.0", "351.2", "0.46", "29.5", "97.0", "41.0", "120.0"]]
+
+
+def marked_rows(**fields):
+    base = {"case": "train", "model": "resnet50", "status": "ok", "precision": "fp32",
+            "device": {"label": "A100"}, "nodes": 1, "procs_per_node": 8, "fix_hp": {},
+            "data_source": "real", "recipe_complete": True,
+            "figures": {"p_core": 4659.0, "acc": 75.0}}
+    return cells(report.train_table([{**base, **fields}]).splitlines()[2])[0]
+
+
+def test_rows_say_what_they_are():
+    assert marked_rows()[0] == "A100 1 node x 8 (1x8)" and marked_rows()[-2] == "75.0%"
+    # stopped by --max-steps: its last evaluation is not the recipe's result
+    short = marked_rows(recipe_complete=False)
+    assert short[0] == "A100 1 node x 8 (1x8) [short run, throughput only]"
+    assert short[-2] == ""
+    synthetic = marked_rows(data_source="synthetic", recipe_complete=False)
+    assert synthetic[0] == "A100 1 node x 8 (1x8) [synthetic data]"
+    # BiT fine-tuning without its published weights
+    random = marked_rows(model="BiT-M-R152x2", recipe_complete=False, weights_source="random",
+                         args={"weights": "random"})
+    assert "random weights" in random[0]
+    infer = {"case": "infer", "model": "resnet50", "status": "ok", "precision": "fp16",
+             "batch_size": 256, "device": {"label": "A100", "vendor": "NVIDIA"}, "nodes": 1,
+             "procs_per_node": 1, "data_source": "real", "weights_source": "random",
+             "figures": {"p_infer_core": 11710.0, "acc_val": None, "acc_infer": None}}
+    row = cells(report.infer_table([infer], extra=False).splitlines()[2])[0]
+    assert row[0] == "NVIDIA A100 [random weights]" and row[-2] == ""

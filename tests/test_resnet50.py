@@ -35,7 +35,7 @@ def test_train_two_ranks_torchrun(dataset, tmp_path):
     assert f["mem_peak_gib"] > 0 and f["flops_per_image"] > 0 and f["mfu"] is None
     assert rec["fix_hp"] == {"bs": 4, "lr": 0.01, "img": 32}
     assert rec["status"] == "ok" and rec["precision"] == "fp32"
-    assert "| CPU 1 node x 2 (1x2) | fp32" in proc.stdout
+    assert "| CPU 1 node x 2 (1x2) [short run, throughput only] | fp32" in proc.stdout
 
 
 def test_runs_from_a_copied_folder_in_another_directory(dataset, tmp_path):

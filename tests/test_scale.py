@@ -101,8 +101,9 @@ def test_srun_needs_master_addr():
         dist.world_from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"})
 
 
-def rec(nodes, per_node, p_core, label="A100", model="resnet50"):
+def rec(nodes, per_node, p_core, label="A100", model="resnet50", **fields):
     return {"case": "train", "model": model, "precision": "fp32", "batch_size": 256,
+            "data_source": "real", "image_size": 224, **fields,
             "device": {"label": label}, "nodes": nodes, "procs_per_node": per_node,
             "world_size": nodes * per_node, "status": "ok", "finished": "",
             "figures": {"p_core": p_core}}
@@ -122,3 +123,14 @@ def test_scaling_from_seed_000_figures():
 def test_scaling_without_a_one_device_run_leaves_efficiency_empty():
     rows = scaling.scaling_rows([rec(1, 8, 6105)])
     assert rows[0]["efficiency"] is None
+
+
+@pytest.mark.parametrize("other", [
+    {"data_source": "synthetic"}, {"image_size": 64}, {"batch_size": 32},
+    {"precision": "amp"}])
+def test_runs_that_differ_in_more_than_size_never_share_a_scaling_row(other):
+    # a synthetic 1x2 beside a real-data 1x1 once made an efficiency of 307.5%
+    rows = scaling.scaling_rows([rec(1, 1, 100), rec(1, 2, 615, **other)])
+    assert len({r["case"] for r in rows}) == 2
+    assert [r["efficiency"] for r in rows if r["config"] == "1x2"] == [None]
+    assert not scaling.several_sizes([rec(1, 1, 100), rec(1, 2, 615, **other)])

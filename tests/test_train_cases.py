@@ -30,14 +30,22 @@ def test_two_ranks_torchrun(dataset, tmp_path, script, extra, model):
     assert f["images"] == (f["steps"] - 2) * 4 * accum * 2
     assert f["p_core"] >= f["p_train"] >= f["p_whole"] > 0
     assert f["acc"] is not None and rec["evals"][-1]["images"] == 20
-    assert rec["global_batch_size"] == 4 * accum * 2
+    assert rec["global_batch_size"] == rec["recipe"]["global_batch"] == 4 * accum * 2
+    # no --lr: the recipe's lr, scaled from its reference global batch to this one's
+    reference = {"mobilenetv2": (0.045, 256), "vit_tiny": (0.003, 4096)}[model]
+    assert rec["recipe"]["lr"] == pytest.approx(reference[0] * 4 * accum * 2 / reference[1])
+    assert "lr" not in rec["fix_hp"]
+    # a run stopped at --max-steps is throughput only: its row shows no acc
+    assert rec["recipe_complete"] is False and "short run" in proc.stdout
 
 
 def test_a_few_steps_on_an_easy_dataset_lower_the_loss(dataset, tmp_path):
-    # the zero-initialised head starts our ViT at loss ln(classes) = ln 4
+    # the zero-initialised head starts our ViT at loss ln(classes) = ln 4; the recipe's
+    # lr as given (scaled to a global batch of 16 it would be 4096/16 times smaller)
     out = tmp_path / "runs"
     proc = run_script(["vit/train.py", "--model", "vit_tiny", "--data-dir", dataset,
-                       "--epochs", 2, "--image-size", 64, "--batch-size", 16, "--workers", 1,
+                       "--epochs", 2, "--image-size", 64, "--batch-size", 16, "--grad-accum", 1,
+                       "--lr", 0.003, "--workers", 1,
                        "--warmup-steps", 1, "--target-acc", 101, "--out", out])
     assert proc.returncode == 0, proc.stderr[-3000:]
     evals = only_record(out)["evals"]
