@@ -410,6 +410,9 @@ def main(argv=None):
                         "into the one directory given, instead of rendering")
     p.add_argument("--reason", default="", help="with --failed-case: why it failed")
     p.add_argument("--config", default="1x1", help="with --failed-case: nodes x devices")
+    p.add_argument("--compare", metavar="REFERENCE_DIR",
+                   help="also print each record beside the reference row it matches, with "
+                        "the ratio of every throughput (e.g. results/reference)")
     a = p.parse_args(argv)
     if a.failed_case:
         print(write_record(failed_case_record(a.failed_case, a.reason, a.config), a.paths[0]))
@@ -418,6 +421,14 @@ def main(argv=None):
     if not records:
         print(f"no result records under {' '.join(a.paths)}", file=sys.stderr)
         return 1
+    if a.compare:
+        from common import compare  # it renders its rows with this module's
+        from common.errors import UserError
+        try:
+            references = compare.load_references(a.compare)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if any(r["case"] == "train" for r in records):
         print("Training\n")
         print(train_table(records, a.lang))
@@ -432,6 +443,8 @@ def main(argv=None):
     if any(m.get("source") for r in records for _, m in _monitored(r)):
         print("\nHardware monitor (device cells empty where no source answered)\n")
         print(power_table(records, a.lang))
+    if a.compare:
+        print("\n" + compare.comparison(records, references, a.lang))
     return 0
 
 
