@@ -25,6 +25,7 @@ serves this kind, else to the kind's own module (torch.npu, torch_xmlir.xpu, ...
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import importlib.metadata
@@ -353,13 +354,21 @@ class Device:
             return torch.amp.GradScaler(self.type, enabled=enabled)
         return torch.cuda.amp.GradScaler(enabled=enabled)
 
-    def peak_flops(self, precision):
-        """Dense peak FLOP/s of this device at `precision`, or None where unknown."""
+    def peak(self, precision, given=None):
+        """(dense peak FLOP/s at `precision`, where it came from): `given` (--peak-tflops)
+        first, then the table entry matching the device name; (None, why) otherwise."""
         key = "fp16" if precision == "amp" else precision
+        tflops = (given or {}).get(key, (given or {}).get("all"))
+        if tflops is not None:
+            return tflops * 1e12, "--peak-tflops"
         for pattern, table in PEAK_TFLOPS:
             if re.search(pattern, self.name) and key in table:
-                return table[key] * 1e12
-        return None
+                return table[key] * 1e12, f"table: {pattern}"
+        return None, f"{self.label} has no {key} peak in the table; give --peak-tflops"
+
+    def peak_flops(self, precision):
+        """Dense peak FLOP/s of this device at `precision`, or None where unknown."""
+        return self.peak(precision)[0]
 
     def stack(self):
         """The vendor and the versions of its software under torch, for the record."""
@@ -392,6 +401,32 @@ def monitor_tools(chip):
 
 def fused_optimizer_types():
     return list(dict.fromkeys(k.type for k in KINDS if k.fused_optimizer))
+
+
+# the precisions the peak table knows, which --peak-tflops may name
+PEAK_KEYS = tuple(dict.fromkeys(key for _, table in PEAK_TFLOPS for key in table))
+
+
+def peak_tflops_arg(text):
+    """--peak-tflops: '312' (at the run's precision) or 'fp16=312,fp32=19.5'."""
+    peaks = {}
+    for part in text.split(","):
+        key, _, value = part.rpartition("=")
+        key = key.strip() or "all"
+        number = _number_or_none(value)
+        if key not in PEAK_KEYS + ("all",) or not number or number <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give dense peak TFLOP/s as a number (312) or per precision "
+                f"({','.join(f'{k}=N' for k in PEAK_KEYS)})")
+        peaks[key] = number
+    return peaks
+
+
+def _number_or_none(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _available(kind):
