@@ -9,7 +9,7 @@ import argparse
 import functools
 import sys
 
-from common import checkpoint, optim
+from common import checkpoint, device, optim
 from common.errors import UserError
 
 # recipe hyper-parameters and their short names in the fix_hp column
@@ -64,6 +64,8 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
       help="seconds a collective waits for a lost rank before the run ends with an error")
     a("--monitor-interval", type=float, default=1.0,
       help="seconds between samples of device power, memory, use and temperature (0: off)")
+    a("--peak-tflops", type=device.peak_tflops_arg, default=None,
+      help="the device's dense peak for MFU, where the table lacks it: 312 or fp16=312,fp32=19.5")
     return p
 
 

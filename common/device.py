@@ -1,8 +1,10 @@
 """The device shim: the one place in the suite that knows about vendors.
 
-Everything else asks a `Device` for what it needs (synchronize, memory, the
-distributed backend, autocast, timing events, peak FLOP/s) and never branches
-on a vendor. A new kind of chip is one more entry in KINDS.
+Everything else asks a `Device` (or its `Kind`) for what it needs (synchronize,
+memory, the distributed backend, autocast, timing events, peak FLOP/s, how to
+monitor the chip, which variable lists its visible devices, fused optimizer
+kernels, profiler activities) and never branches on a vendor. A new kind of chip
+is one more entry in KINDS; its monitoring tools are read by common/vendor_tools.py.
 
 Detection order is the order of KINDS: the first kind whose plug-in imports and
 whose device module says `is_available()` wins; CPU is last and always there.
@@ -23,6 +25,7 @@ serves this kind, else to the kind's own module (torch.npu, torch_xmlir.xpu, ...
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import importlib.metadata
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
+from common import vendor_tools as tools
 from common.errors import UserError
 
 
@@ -46,19 +50,54 @@ class Kind:
     backend: str | None        # torch.distributed backend; None: one process only
     plugin: str | None = None  # module that registers the device type with torch
     api: str | None = None     # module with the device calls, where it is not torch.<type>
+    visible: tuple = ()        # environment variables that list the devices a process sees
+    monitors: tuple = ()       # vendor_tools.Tool: how to sample the chip, tried in order
+    fused_optimizer: bool = False       # torch's own fused SGD/AdamW kernels run on it
+    profiler_activity: str | None = None  # torch.profiler.ProfilerActivity with device time
+    compile_mode: str = "default"       # torch.compile mode of the inference engine
 
+    def visible_ids(self, n):
+        """The ids (index or uuid) the tools know the node's first n devices by."""
+        for var in self.visible:
+            listed = [s.strip() for s in os.environ.get(var, "").split(",") if s.strip()]
+            if listed:
+                return listed[:n]
+        return [str(i) for i in range(n)]
+
+
+# kunlunxin's tool is xpu-smi, xpu_smi in older releases; intel's xpu-smi is another tool
+KUNLUNXIN_TOOLS = (tools.command("xpu-smi", ["xpu-smi"], tools.parse_smi_table),
+                   tools.command("xpu_smi", ["xpu_smi"], tools.parse_smi_table))
+# the cuda entry serves every chip behind the CUDA API: its tools are tried in turn and the
+# first that answers is the chip's own (nvml or nvidia-smi, ixsmi, rocm-smi or amdsmi,
+# hy-smi, mx-smi, kunlunxin's). ixsmi names its power field gpu.power.draw from corex 4 on.
+CUDA_TOOLS = (tools.NVML, tools.smi_csv("nvidia-smi", "power.draw"),
+              tools.smi_csv("ixsmi", "gpu.power.draw"), tools.smi_csv("ixsmi", "power.draw"),
+              tools.command("ixsmi", ["ixsmi"], tools.parse_smi_table), tools.ROCM_SMI,
+              tools.AMDSMI, tools.command("hy-smi", ["hy-smi"], tools.parse_column_table),
+              tools.command("mx-smi", ["mx-smi"], tools.parse_smi_table), *KUNLUNXIN_TOOLS)
+INTEL_DUMP = ["xpu-smi", "dump", "-d", "-1", "-m", "0,1,3,18", "-n", "1"]
 
 KINDS = [
-    Kind("NVIDIA", "cuda", "nccl"),
-    Kind("Moore Threads", "musa", "mccl", plugin="torch_musa"),
-    Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu"),
-    Kind("Ascend", "npu", "hccl", plugin="torch_npu"),
+    Kind("NVIDIA", "cuda", "nccl", visible=("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"),
+         monitors=CUDA_TOOLS, fused_optimizer=True, profiler_activity="CUDA",
+         compile_mode="max-autotune"),
+    Kind("Moore Threads", "musa", "mccl", plugin="torch_musa", visible=("MUSA_VISIBLE_DEVICES",),
+         monitors=(tools.command("mthreads-gmi", ["mthreads-gmi"], tools.parse_smi_table),)),
+    Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu", visible=("MLU_VISIBLE_DEVICES",),
+         monitors=(tools.command("cnmon", ["cnmon"], tools.parse_smi_table),)),
+    Kind("Ascend", "npu", "hccl", plugin="torch_npu", visible=("ASCEND_RT_VISIBLE_DEVICES",),
+         monitors=(tools.command("npu-smi", ["npu-smi", "info"], tools.parse_npu_smi),)),
     # torch.xpu is intel's; kunlunxin's own calls live in torch_xmlir.xpu
-    Kind("Kunlunxin", "xpu", "xccl", plugin="torch_xmlir", api="torch_xmlir.xpu"),
-    Kind("Intel", "xpu", "xccl"),
+    Kind("Kunlunxin", "xpu", "xccl", plugin="torch_xmlir", api="torch_xmlir.xpu",
+         visible=("XPU_VISIBLE_DEVICES",), monitors=KUNLUNXIN_TOOLS, fused_optimizer=True),
+    Kind("Intel", "xpu", "xccl", visible=("ZE_AFFINITY_MASK",),
+         monitors=(tools.command("xpu-smi", INTEL_DUMP, tools.parse_xpu_dump),),
+         fused_optimizer=True),
     Kind("Apple", "mps", None),
-    Kind("CPU", "cpu", "gloo"),
+    Kind("CPU", "cpu", "gloo", fused_optimizer=True),
 ]
+
 
 # dense peak FLOP/s per precision (vendor data sheets), matched on the device name;
 # a device that is not listed gets no MFU rather than a guessed one
@@ -315,13 +354,21 @@ class Device:
             return torch.amp.GradScaler(self.type, enabled=enabled)
         return torch.cuda.amp.GradScaler(enabled=enabled)
 
-    def peak_flops(self, precision):
-        """Dense peak FLOP/s of this device at `precision`, or None where unknown."""
+    def peak(self, precision, given=None):
+        """(dense peak FLOP/s at `precision`, where it came from): `given` (--peak-tflops)
+        first, then the table entry matching the device name; (None, why) otherwise."""
         key = "fp16" if precision == "amp" else precision
+        tflops = (given or {}).get(key, (given or {}).get("all"))
+        if tflops is not None:
+            return tflops * 1e12, "--peak-tflops"
         for pattern, table in PEAK_TFLOPS:
             if re.search(pattern, self.name) and key in table:
-                return table[key] * 1e12
-        return None
+                return table[key] * 1e12, f"table: {pattern}"
+        return None, f"{self.label} has no {key} peak in the table; give --peak-tflops"
+
+    def peak_flops(self, precision):
+        """Dense peak FLOP/s of this device at `precision`, or None where unknown."""
+        return self.peak(precision)[0]
 
     def stack(self):
         """The vendor and the versions of its software under torch, for the record."""
@@ -338,6 +385,48 @@ class Device:
         if self.type == "mps":
             found["macos"] = platform.mac_ver()[0]
         return {k: v for k, v in found.items() if v}
+
+
+def kind_of_type(device_type):
+    """The first kind of a torch device type: what torch keeps per type (fused kernels,
+    profiler activities, compile modes) is the same for every kind of that type."""
+    return next((k for k in KINDS if k.type == device_type), Kind(device_type, device_type, None))
+
+
+def monitor_tools(chip):
+    """The monitoring tools of a Kind, or of every kind of a torch device type, in order."""
+    kinds = [chip] if isinstance(chip, Kind) else [k for k in KINDS if k.type == chip]
+    return list(dict.fromkeys(t for k in kinds for t in k.monitors))
+
+
+def fused_optimizer_types():
+    return list(dict.fromkeys(k.type for k in KINDS if k.fused_optimizer))
+
+
+# the precisions the peak table knows, which --peak-tflops may name
+PEAK_KEYS = tuple(dict.fromkeys(key for _, table in PEAK_TFLOPS for key in table))
+
+
+def peak_tflops_arg(text):
+    """--peak-tflops: '312' (at the run's precision) or 'fp16=312,fp32=19.5'."""
+    peaks = {}
+    for part in text.split(","):
+        key, _, value = part.rpartition("=")
+        key = key.strip() or "all"
+        number = _number_or_none(value)
+        if key not in PEAK_KEYS + ("all",) or not number or number <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give dense peak TFLOP/s as a number (312) or per precision "
+                f"({','.join(f'{k}=N' for k in PEAK_KEYS)})")
+        peaks[key] = number
+    return peaks
+
+
+def _number_or_none(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _available(kind):

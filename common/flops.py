@@ -36,10 +36,14 @@ def flops_per_image(model, image_size, channels=3):
     return counter.get_total_flops()
 
 
-def efficiency(flops_per_img, images_per_s, peak_flops, passes):
+def efficiency(flops_per_img, images_per_s, peak, passes):
     """Achieved TFLOP/s and MFU for `passes` forward-equivalents per image (3 for a
-    training step: forward + backward). MFU is None where the peak is unknown."""
+    training step: forward + backward). `peak` is (FLOP/s or None, where it came from),
+    as the device shim gives it; MFU is None where the peak is unknown."""
+    peak_flops, source = peak
+    known = {"peak_tflops": peak_flops / 1e12 if peak_flops else None, "peak_source": source}
     if not flops_per_img or not images_per_s:
-        return {"tflops": None, "mfu": None}
+        return {"tflops": None, "mfu": None, **known}
     achieved = flops_per_img * passes * images_per_s
-    return {"tflops": achieved / 1e12, "mfu": achieved / peak_flops if peak_flops else None}
+    return {"tflops": achieved / 1e12, "mfu": achieved / peak_flops if peak_flops else None,
+            **known}

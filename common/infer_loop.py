@@ -37,8 +37,8 @@ def build_engine(model, engine, run, precision, compile_mode=None):
         return model
     if engine == "compile":
         if compile_mode is None:
-            # autotuned kernels and CUDA graphs on CUDA; the default elsewhere
-            compile_mode = "max-autotune" if run.device.type == "cuda" else "default"
+            # the shim's choice: autotuned kernels and graphs where the chip's backend has them
+            compile_mode = run.device.kind.compile_mode
         return torch.compile(model, mode=compile_mode, dynamic=False)
     if engine == "tensorrt":
         try:

@@ -3,8 +3,8 @@
 One sampler per node (local rank 0) reads, every `--monitor-interval` seconds, the
 memory used, utilisation, power and temperature of each device the node's ranks use,
 and the host's CPU utilisation and memory in use (/proc/stat, /proc/meminfo). Device
-figures come from the first source in SOURCES that answers for the run's device type;
-where none does, the device cells stay empty (None) and `reason` says why.
+figures come from the first of the chip's monitoring tools (its Kind in the device shim)
+that answers; where none does, the device cells stay empty (None) and `reason` says why.
 
 The summary of a window (perf_counter start .. end: the timed region of training, or
 one inference pass) is gathered over the nodes and holds:
@@ -24,152 +24,28 @@ one inference pass) is gathered over the nodes and holds:
 from __future__ import annotations
 
 import bisect
-import functools
-import json
-import os
-import shutil
-import subprocess
 import threading
 import time
 
-from common import dist
+from common import device, dist
+from common.vendor_tools import EMPTY, MiB, TOOL_TIMEOUT_S  # noqa: F401  (readings' units)
 
 GiB = 1024 ** 3
-MiB = 1024 ** 2
-TOOL_TIMEOUT_S = 5.0
-FIELDS = ("mem_bytes", "util_pct", "power_w", "temp_c")
-EMPTY = dict.fromkeys(FIELDS)
 
 
-# device sources: open(ids) returns read(), which returns one reading per id;
-# open raises with a short reason where the source is not there
-
-def _open_nvml(ids):
-    import pynvml
-    pynvml.nvmlInit()
-    handles = [pynvml.nvmlDeviceGetHandleByIndex(int(i)) if i.isdigit()
-               else pynvml.nvmlDeviceGetHandleByUUID(i) for i in ids]
-    return lambda: [_nvml_reading(pynvml, h) for h in handles]
-
-
-def _nvml_reading(pynvml, handle):
-    queries = {
-        "mem_bytes": lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used,
-        "util_pct": lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu,
-        "power_w": lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,  # mW
-        "temp_c": lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
-    }
-    return {k: _or_none(q) for k, q in queries.items()}
-
-
-def _or_none(query):
-    # a field the device does not support is an empty cell, not a failed sample
-    try:
-        return float(query())
-    except Exception:
-        return None
-
-
-def _run_tool(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
-    if out.returncode != 0:
-        raise RuntimeError(f"exit {out.returncode}: {(out.stderr or out.stdout).strip()[:120]}")
-    return out.stdout
-
-
-def _open_smi_csv(tool, power_field, ids):
-    """nvidia-smi and the tools that copy its --query-gpu interface (ixsmi)."""
-    if shutil.which(tool) is None:
-        raise RuntimeError("not on PATH")
-    cmd = [tool, f"--query-gpu=index,uuid,memory.used,utilization.gpu,{power_field},"
-                 f"temperature.gpu", "--format=csv,noheader,nounits"]
-    _run_tool(cmd)  # fails here, once, where the tool or a field is not there
-    return lambda: _smi_csv_readings(_run_tool(cmd), ids)
-
-
-def _number(cell):
-    """'13.5' -> 13.5; '[N/A]', '[Not Supported]' -> None; a unit after it is dropped."""
-    try:
-        return float(cell.split()[0])
-    except (ValueError, IndexError):
-        return None
-
-
-def _smi_csv_readings(text, ids):
-    rows = {}
-    for line in text.strip().splitlines():
-        cells = [c.strip() for c in line.split(",")]
-        if len(cells) == 6:
-            mem, util, power, temp = (_number(c) for c in cells[2:])
-            reading = {"mem_bytes": None if mem is None else mem * MiB, "util_pct": util,
-                       "power_w": power, "temp_c": temp}
-            rows[cells[0]] = rows[cells[1]] = reading  # by index and by uuid
-    return [rows.get(i, EMPTY) for i in ids]
-
-
-def _open_rocm_smi(ids):
-    if shutil.which("rocm-smi") is None:
-        raise RuntimeError("not on PATH")
-    cmd = ["rocm-smi", "--showuse", "--showpower", "--showtemp", "--showmeminfo", "vram",
-           "--json"]
-    _run_tool(cmd)
-    return lambda: _rocm_readings(json.loads(_run_tool(cmd)), ids)
-
-
-def _first(card, *keys):
-    return next((v for v in map(_number, (str(card.get(k, "")) for k in keys))
-                 if v is not None), None)
-
-
-def _rocm_readings(data, ids):
-    readings = []
-    for i in ids:
-        card = data.get(f"card{i}", {})
-        readings.append({
-            "mem_bytes": _first(card, "VRAM Total Used Memory (B)"),
-            "util_pct": _first(card, "GPU use (%)"),
-            # older cards report an average, MI300 a current socket power
-            "power_w": _first(card, "Average Graphics Package Power (W)",
-                              "Current Socket Graphics Package Power (W)"),
-            "temp_c": _first(card, "Temperature (Sensor edge) (C)",
-                             "Temperature (Sensor junction) (C)"),
-        })
-    return readings
-
-
-# (name, torch device types it serves, opener), tried in order; a vendor tool is one
-# entry. ixsmi names its power field gpu.power.draw from corex 4 on, power.draw before.
-SOURCES = [
-    ("nvml", ("cuda",), _open_nvml),
-    ("nvidia-smi", ("cuda",), functools.partial(_open_smi_csv, "nvidia-smi", "power.draw")),
-    ("ixsmi", ("cuda",), functools.partial(_open_smi_csv, "ixsmi", "gpu.power.draw")),
-    ("ixsmi", ("cuda",), functools.partial(_open_smi_csv, "ixsmi", "power.draw")),
-    ("rocm-smi", ("cuda",), _open_rocm_smi),
-]
-
-
-def open_device_source(device_type, ids):
-    """(name, read) of the first source that answers, or (None, reason)."""
+def open_device_source(chip, ids):
+    """(name, read) of the first of the chip's monitoring tools that answers, or (None,
+    reason). `chip` is a device.Kind, or a torch device type (every kind of that type)."""
+    device_type = chip.type if isinstance(chip, device.Kind) else chip
     if not ids:
         return None, f"no accelerator to sample on a {device_type} run"
     tried = []
-    for name, types, opener in SOURCES:
-        if device_type not in types:
-            continue
+    for tool in device.monitor_tools(chip):
         try:
-            return name, opener(ids)
+            return tool.name, tool.open(ids)
         except Exception as e:  # a missing module, tool, driver or field: try the next
-            tried.append(f"{name}: {str(e).strip() or type(e).__name__}"[:160])
-    return None, "; ".join(tried) or f"no monitoring source for {device_type} devices"
-
-
-def visible_ids(n):
-    """The ids (index or uuid) the tools know the node's first n devices by."""
-    for var in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
-        listed = [s.strip() for s in os.environ.get(var, "").split(",") if s.strip()]
-        if listed:
-            return listed[:n]
-    return [str(i) for i in range(n)]
+            tried.append(f"{tool.name}: {str(e).strip() or type(e).__name__}"[:160])
+    return None, "; ".join(tried) or f"no monitoring tool for {device_type} devices"
 
 
 # host
@@ -198,8 +74,9 @@ class Monitor:
     """A daemon thread that samples every `interval` seconds until `stop()`.
     samples: (perf_counter, [device readings], host cpu %, host memory bytes)."""
 
-    def __init__(self, device_type, ids, interval=1.0):
-        self.device_type, self.ids, self.interval = device_type, list(ids), interval
+    def __init__(self, chip, ids, interval=1.0):
+        # chip: a device.Kind, or a torch device type (see open_device_source)
+        self.chip, self.ids, self.interval = chip, list(ids), interval
         self.samples = []
         self.source, self.reason = None, "not started"
         self.errors = []
@@ -222,8 +99,8 @@ class Monitor:
         return self
 
     def _loop(self):
-        # opening a source (nvidia-smi can take seconds) happens here, off the step
-        self.source, read = self._safe(lambda: open_device_source(self.device_type, self.ids),
+        # opening a source (a vendor's tool can take seconds) happens here, off the step
+        self.source, read = self._safe(lambda: open_device_source(self.chip, self.ids),
                                        (None, None))
         self._read = read if self.source else None
         self.reason = None if self.source else read
@@ -260,8 +137,9 @@ def start(run, args):
     interval = getattr(args, "monitor_interval", 1.0)
     if not interval or interval <= 0 or run.local_rank != 0:
         return None
-    n = 0 if run.device.type == "cpu" else run.local_world_size
-    return Monitor(run.device.type, visible_ids(n), interval).start()
+    kind = run.device.kind
+    n = 0 if kind.type == "cpu" else run.local_world_size
+    return Monitor(kind, kind.visible_ids(n), interval).start()
 
 
 # summary of a window

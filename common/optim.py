@@ -12,8 +12,8 @@ on a 2-core CPU with torch 2.14.1:
     ViT-B/16 AdamW    loop 443 ms   foreach 366 ms   fused 66 ms
 
 `--optimizer-impl auto` takes fused on the devices whose fused kernels are torch's own
-(cuda, xpu, cpu) and torch's default elsewhere (a vendor's plug-in may register the
-device without the kernels), and for parameters that are plain tensors: FSDP2's sharded
+(the device shim's kinds say which) and torch's default elsewhere (a vendor's plug-in may
+register the device without the kernels), and for parameters that are plain tensors: FSDP2's sharded
 parameters (DTensor) have no sharding rule for the fused kernels. The record names the
 implementation that ran.
 """
@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import torch
 
+from common.device import fused_optimizer_types, kind_of_type
 from common.errors import UserError
 
 IMPLS = ("auto", "fused", "foreach", "loop")
-FUSED_DEVICES = ("cuda", "xpu", "cpu")
 
 
 def add_flag(parser):
     parser.add_argument(
         "--optimizer-impl", choices=IMPLS, default="auto",
         help="fused, foreach or loop: the same update, at different speeds; auto: fused on "
-             f"{', '.join(FUSED_DEVICES)}, torch's default elsewhere")
+             f"{', '.join(fused_optimizer_types())}, torch's default elsewhere")
 
 
 def _plain(params):
@@ -45,7 +45,8 @@ def make(cls, params, asked, device, **hyper):
     params = list(params)
     impl = asked
     if asked == "auto":
-        impl = "fused" if device.type in FUSED_DEVICES and _plain(params) else None
+        fused = kind_of_type(device.type).fused_optimizer
+        impl = "fused" if fused and _plain(params) else None
     elif asked == "fused" and not _plain(params):
         # the kernel would fail at the first step, deep inside DTensor's dispatch
         raise UserError(f"--optimizer-impl fused: {cls.__name__}'s fused kernel does not "

@@ -22,8 +22,9 @@ def start(args, run):
     if not getattr(args, "profile", False):
         return None
     activities = [ProfilerActivity.CPU]
-    if run.device.type == "cuda":
-        activities.append(ProfilerActivity.CUDA)
+    on_device = run.device.kind.profiler_activity
+    if on_device:
+        activities.append(getattr(ProfilerActivity, on_device))
     prof = profile(activities=activities, record_shapes=False)
     prof.start()
     return prof
@@ -35,7 +36,7 @@ def finish(prof, run, out_dir):
         return None
     run.device.synchronize()
     prof.stop()
-    on_device = run.device.type == "cuda"
+    on_device = run.device.kind.profiler_activity
     key = "self_device_time_total" if on_device else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
     total = sum(getattr(e, key) for e in events) or 1
@@ -44,7 +45,7 @@ def finish(prof, run, out_dir):
     if run.is_main:
         os.makedirs(out_dir, exist_ok=True)
         path = os.path.join(out_dir, f"profile-{os.getpid()}.txt")
-        sort = "self_cuda_time_total" if on_device else "self_cpu_time_total"
+        sort = f"self_{on_device.lower()}_time_total" if on_device else "self_cpu_time_total"
         with open(path, "w") as f:
             f.write(prof.key_averages().table(sort_by=sort, row_limit=40))
     return {"clock": "device" if on_device else "cpu", "table": path,

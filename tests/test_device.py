@@ -2,8 +2,10 @@
 import pytest
 import torch
 
-from common import device
+from common import cli, device
 from common.errors import UserError
+from conftest import run_script
+from test_resnet50 import only_record
 
 
 @pytest.mark.parametrize("name, label", [
@@ -77,3 +79,39 @@ def test_autocast_and_scaler_follow_precision():
     with d.autocast("fp32"):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
     assert not d.grad_scaler("bf16").is_enabled()
+
+
+def test_the_peak_says_where_it_came_from():
+    d = device.select("cpu")
+    assert d.peak("fp32") == (None, "CPU has no fp32 peak in the table; give --peak-tflops")
+    assert d.peak("amp", {"fp16": 312.0}) == (312e12, "--peak-tflops")
+    assert d.peak("bf16", {"all": 100.0}) == (100e12, "--peak-tflops")
+    assert d.peak("bf16", {"fp32": 19.5})[0] is None  # given for another precision only
+    d.name = "NVIDIA A100-SXM4-40GB"
+    assert d.peak("amp") == (pytest.approx(312e12), "table: A100|A800")
+    assert d.peak("fp32", {"fp32": 20.0}) == (20e12, "--peak-tflops")  # the flag wins
+
+
+@pytest.mark.parametrize("text, peaks", [("312", {"all": 312.0}),
+                                         ("fp16=312, fp32=19.5", {"fp16": 312.0, "fp32": 19.5})])
+def test_peak_tflops_flag_values(text, peaks):
+    assert device.peak_tflops_arg(text) == peaks
+
+
+@pytest.mark.parametrize("text", ["amp=312", "fp16=", "-5", "fast"])
+def test_a_bad_peak_tflops_is_one_line_and_exit_2(text, capsys):
+    parser = cli.infer_parser("test")
+    with pytest.raises(SystemExit) as stop:
+        parser.parse_args(["--synthetic", "--peak-tflops", text])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and "--peak-tflops" in err and "fp16=N" in err
+
+
+def test_peak_tflops_gives_mfu_on_a_device_the_table_lacks(tmp_path):
+    proc = run_script(["resnet50/train.py", "--synthetic", "--image-size", 32, "--batch-size", 2,
+                       "--max-steps", 2, "--warmup-steps", 1, "--monitor-interval", 0,
+                       "--peak-tflops", "fp32=0.5,bf16=2", "--out", tmp_path])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fig = only_record(tmp_path)["figures"]
+    assert (fig["peak_tflops"], fig["peak_source"]) == (0.5, "--peak-tflops")
+    assert fig["mfu"] == pytest.approx(fig["tflops"] / 0.5)

@@ -1,6 +1,7 @@
 """The hardware monitor: host sampling for real, device sources through stand-ins (no
 accelerator here), the energy integral on known power, and the sampler's cost."""
 import argparse
+import json
 import os
 import stat
 import sys
@@ -10,7 +11,7 @@ import types
 import pytest
 import torch
 
-from common import device, monitor, train_loop
+from common import device, monitor, train_loop, vendor_tools
 from common.dist import Run
 
 
@@ -187,7 +188,7 @@ def test_rocm_smi_json_readings():
     data = {"card0": {"GPU use (%)": "12", "Temperature (Sensor edge) (C)": "47.0",
                       "Current Socket Graphics Package Power (W)": "9.215",
                       "VRAM Total Used Memory (B)": "482263040"}}
-    (r, missing) = monitor._rocm_readings(data, ["0", "1"])
+    (r, missing) = vendor_tools._pick(vendor_tools.parse_rocm_smi(json.dumps(data)), ["0", "1"])
     assert r == {"mem_bytes": 482263040.0, "util_pct": 12.0, "power_w": 9.215, "temp_c": 47.0}
     assert missing == monitor.EMPTY
 
@@ -195,9 +196,9 @@ def test_rocm_smi_json_readings():
 def test_visible_ids_follow_the_visible_devices(monkeypatch):
     monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,GPU-x")
-    assert monitor.visible_ids(2) == ["3", "5"]
+    assert device.kind_of_type("cuda").visible_ids(2) == ["3", "5"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert monitor.visible_ids(3) == ["0", "1", "2"]
+    assert device.kind_of_type("cuda").visible_ids(3) == ["0", "1", "2"]
 
 
 def test_train_loop_puts_the_summary_in_its_figures():

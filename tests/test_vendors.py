@@ -5,13 +5,18 @@ set by monkeypatch), so the tests check which kind is picked and which calls eac
 makes; the numbers the stand-ins return are made up. Every test starts on a bare machine:
 no plug-in importable, no cuda, xpu or mps device, torch.accelerator serving nothing.
 """
+import argparse
+import os
+import stat
 import sys
+import time
 import types
 
 import pytest
 import torch
 
-from common import device
+from common import device, monitor, report, vendor_tools
+from common.dist import Run
 from common.errors import UserError
 
 GiB = 1024 ** 3
@@ -314,3 +319,57 @@ def test_kunlunxin_calls_by_its_own_names_and_leaves_mem_empty(monkeypatch):
     d.synchronize()
     assert module.calls[-1] == ("xpu_synchronize", None)
     assert d.peak_memory() is None  # an empty mem cell, not a made-up number
+
+
+ACME_SMI = """#!/bin/sh
+# stand-in for a new chip's tool, printing a table of nvidia-smi's layout
+cat <<'TABLE'
++---------------------------+---------------------+
+| Chip  Name       Temp     | Memory-Usage   Util |
+| Pwr:Usage/Cap             |                     |
+|===========================+=====================|
+| 0     A1         40C      | 1024MiB / 65536MiB  20% |
+| 150W / 300W               |                     |
++---------------------------+---------------------+
+| 1     A1         55C      | 4096MiB / 65536MiB  80% |
+| 250W / 300W               |                     |
++---------------------------+---------------------+
+TABLE
+"""
+
+
+def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
+    """Detected, synchronised, monitored and labelled from its Kind alone."""
+    acme = device.Kind("Acme", "acme", "gloo", plugin="torch_acme",
+                       visible=("ACME_VISIBLE_DEVICES",),
+                       monitors=(vendor_tools.command("acme-smi", ["acme-smi"],
+                                                      vendor_tools.parse_smi_table),))
+    monkeypatch.setattr(device, "KINDS", [acme, *device.KINDS])
+    module = install(monkeypatch, "acme", "torch_acme", device_name="A1-64GB")
+    tool = tmp_path / "acme-smi"
+    tool.write_text(ACME_SMI)
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("ACME_VISIBLE_DEVICES", "1")
+
+    d = device.select()
+    assert (d.vendor, d.type, d.backend, d.label) == ("Acme", "acme", "gloo", "A1")
+    d.synchronize()
+    assert module.calls[-1] == ("synchronize", None)
+
+    run = Run(rank=0, local_rank=0, world_size=1, local_world_size=1, device=d)
+    mon = monitor.start(run, argparse.Namespace(monitor_interval=0.05))
+    t0 = time.perf_counter()
+    time.sleep(0.2)
+    t1 = time.perf_counter()
+    mon.stop()
+    m = monitor.summary(run, mon, (t0, t1), images=10)
+    # the process sees the chip listed as 1: the tool's second row
+    assert (m["source"], m["reason"]) == ("acme-smi", None)
+    assert m["power_max_w"] == 250.0 and m["device_temp_max_c"] == 55.0
+    assert m["device_util_mean_pct"] == 80.0 and m["device_mem_peak_gib"] == 4.0
+    assert m["energy_j"] == pytest.approx(250.0 * (t1 - t0), rel=1e-6)
+
+    env = report.environment(run)
+    assert env["device"]["vendor"] == "Acme" and env["versions"]["stack"]["torch_acme"]
+    assert report.infer_config(env) == "Acme A1"
