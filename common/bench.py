@@ -40,6 +40,7 @@ import torchvision
 from tabulate import tabulate
 
 from common import data, device, dist, make_dataset, optim
+from common.errors import UserError
 from common.files import check_writable
 from common.flags import Parser, non_negative_int, positive_int
 from common.report import write_json
@@ -345,9 +346,13 @@ def get_args_parser():
 
 
 def main(argv=None):
-    a = get_args_parser().parse_args(argv)
+    p = get_args_parser()
+    a = p.parse_args(argv)
     if not a.bare_loop:
-        check_writable(a.out)  # before minutes of measuring, not after
+        try:
+            check_writable(a.out)  # before minutes of measuring, not after
+        except UserError as e:
+            p.error(str(e))
     if a.bare_loop:
         print(json.dumps({"images_per_s": bare_loop(**json.loads(a.bare_loop))}))
         return 0

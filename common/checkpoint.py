@@ -208,14 +208,16 @@ class Checkpointer:
             os.remove(self.path)
         if self.lock is not None:  # still held: a run starting now makes a new one
             os.remove(self.lock.name)
+            _HELD.pop(self.lock.name, None)
+            self.lock.close()
 
 
 def _own(path, run, args):
     """Rank 0's lock on the checkpoint `path` (an open file holding an flock), agreed by
     every rank: a live run of the same command and --out stops this one here."""
-    held = None
-    if run.is_main:
-        lock_path = os.path.splitext(path)[0] + ".lock"
+    lock_path = os.path.splitext(path)[0] + ".lock"
+    held = _HELD.get(lock_path)  # this process runs the command again (a test, a sweep)
+    if run.is_main and held is None:
         try:
             os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
             held = open(lock_path, "a+")
@@ -228,13 +230,14 @@ def _own(path, run, args):
     (busy,) = dist.max_all(run, [1 if run.is_main and held is None else 0])
     if busy:
         raise UserError(f"--out {args.out}: another run of this command is writing "
-                        f"{path} now (it holds {os.path.splitext(path)[0]}.lock); wait for it "
-                        f"to end, or give this run another --out")
-    _HELD.append(held)  # until the process ends: past train(), while the record is written
+                        f"{path} now (it holds {lock_path}); wait for it to end, or give "
+                        f"this run another --out")
+    if held is not None:  # kept until the process ends: past train(), while the record is written
+        _HELD[lock_path] = held
     return held
 
 
-_HELD = []
+_HELD = {}
 
 
 def write_atomically(obj, path):

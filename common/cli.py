@@ -13,8 +13,8 @@ import sys
 
 from common import checkpoint, files, optim, profile
 from common.errors import UserError
-from common.flags import (Parser, default_workers, fraction, non_negative_float,
-                          non_negative_int, percent, positive_float, positive_int)
+from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
+                          positive_float, positive_int)
 
 # recipe hyper-parameters and their short names in the fix_hp column
 HP_NAMES = {
@@ -87,14 +87,14 @@ def train_parser(description, *, batch_size, lr, epochs, target_acc, image_size=
                 precision_help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), "
                                "bf16 (autocast)", auto_batch=True, channels_last=channels_last)
     a = p.add_argument
-    a("--lr", type=positive_float, default=lr)
+    a("--lr", type=non_negative_float, default=lr, help="0: the weights stay (speed only)")
     a("--epochs", type=positive_int, default=epochs)
     a("--max-steps", type=non_negative_int, default=0,
       help="stop after this many optimizer steps (0: no limit)")
     a("--warmup-steps", type=non_negative_int, default=warmup_steps,
       help="optimizer steps run before the clocks start; counted in no figure")
-    a("--target-acc", type=percent, default=target_acc,
-      help="stop at this top-1 (percent; 0: never)")
+    a("--target-acc", type=non_negative_float, default=target_acc,
+      help="stop at this top-1 (percent; 0, or above 100: never)")
     a("--eval-every", type=non_negative_int, default=1, help="evaluate every N epochs (0: never)")
     a("--print-freq", type=positive_int, default=10, help="progress line every N steps")
     a("--synthetic-steps", type=positive_int, default=100, help="steps per epoch with --synthetic")

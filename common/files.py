@@ -63,6 +63,8 @@ def write_atomically(path, write, binary=False):
 def check_writable(folder, flag="--out"):
     """Create `folder` and write a probe file in it (then remove it): a run finds out
     now, not after hours of work, that its results could not be kept."""
+    if not folder:
+        raise UserError(f"{flag}: empty; give {flag} a directory")
     try:
         os.makedirs(folder, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")

@@ -8,8 +8,8 @@ so a test can try every flag. No torch here: `common.make_dataset` uses it too.
 from __future__ import annotations
 
 import argparse
+import math
 import os
-import sys
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,7 +35,7 @@ def number(kind, *, low=None, high=None, low_open=False, high_open=False, what=N
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r}: give {allowed}") from None
-        if value != value or (low is not None and (value < low or low_open and value == low)) \
+        if not math.isfinite(value) or (low is not None and (value < low or low_open and value == low)) \
                 or (high is not None and (value > high or high_open and value == high)):
             raise argparse.ArgumentTypeError(f"{text!r}: give {allowed}")
         return value
@@ -51,7 +51,6 @@ positive_int = number(int, low=1)
 non_negative_int = number(int, low=0)
 positive_float = number(float, low=0, low_open=True)
 non_negative_float = number(float, low=0)
-percent = number(float, low=0, high=100, what="a percentage")
 fraction = number(float, low=0, high=1, high_open=True, what="a fraction")
 
 
@@ -85,7 +84,3 @@ def default_workers():
     the node, at most 8 (more than the cores makes torch warn, and slows the step)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(8, (cores or 1) // local_ranks()))
-
-
-def say(message):
-    print(message, file=sys.stderr, flush=True)

@@ -47,7 +47,9 @@ def suite_version():
     """A short hash of the suite's own source (common/, the model folders' .py files,
     run_all.sh): which code made a record, where there is no git to ask."""
     digest = hashlib.sha1()
-    sources = sorted(glob.glob(os.path.join(ROOT, "*", "*.py")) + [os.path.join(ROOT, "run_all.sh")])
+    # what is there: a vendor image may hold only common/ and one model folder
+    sources = sorted(glob.glob(os.path.join(ROOT, "*", "*.py")) +
+                     glob.glob(os.path.join(ROOT, "run_all.sh")))
     for path in sources:
         if os.path.basename(os.path.dirname(path)) in ("tests", "results"):
             continue

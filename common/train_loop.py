@@ -396,6 +396,10 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     except Exception as e:
         if _is_oom(e):
             raise _oom_error(run, args) from None
+        if "more than 1 value per channel" in str(e):  # batch norm over a single value
+            raise UserError(f"--batch-size {args.batch_size} at --image-size {args.image_size}: "
+                            f"batch norm needs more than one value per channel to train; give "
+                            f"a larger --batch-size or --image-size") from None
         raise
     finally:
         stopper.close()

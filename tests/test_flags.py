@@ -135,3 +135,12 @@ def test_through_the_real_scripts_one_line_exit_2_in_seconds(argv, message, tmp_
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert time.monotonic() - t0 < 60  # an import of torch, nothing built, on a busy machine
+
+
+def test_a_batch_too_small_for_batch_norm_is_one_line(tmp_path):
+    proc = run_script(["resnet50/train.py", "--synthetic", "--image-size", 32, "--batch-size", 1,
+                       "--num-classes", 10, "--max-steps", 2, "--warmup-steps", 1,
+                       "--out", tmp_path])
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: --batch-size 1 at --image-size 32: batch norm needs more than one value per "
+        "channel to train; give a larger --batch-size or --image-size"]
