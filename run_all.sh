@@ -27,6 +27,11 @@ NPROC=${NPROC:-$("$PY" -c "from common.device import local_device_count; print(l
 OUT=${OUT:-runs/$(date +%Y%m%d-%H%M%S)}
 TABLE_LANG=${TABLE_LANG:-en}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+# OUT is written before the first case runs, not found unwritable after it
+if ! mkdir -p "$OUT/logs" || ! probe=$(mktemp "$OUT/.probe.XXXXXX") || ! rm -f "$probe"; then
+  echo "run_all: OUT=$OUT: cannot be written (the reason is above); set OUT to a directory you can write to" >&2
+  exit 2
+fi
 
 DEVICE_TYPE=$("$PY" -c "from common.device import select; print(select().type)")
 if [ -n "${DATA_DIR:-}" ]; then

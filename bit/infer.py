@@ -38,7 +38,11 @@ def main(args, parser):
     report.conclude(run, args, report.infer_record(run, args, args.model, figures, args.weights))
 
 
+def get_args_parser():
+    p = cli.infer_parser(__doc__, image_size=480)
+    p.add_argument("--model", choices=list(bit_model.KNOWN_MODELS), default="BiT-M-R152x2")
+    return p
+
+
 if __name__ == "__main__":
-    parser = cli.infer_parser(__doc__, image_size=480)
-    parser.add_argument("--model", choices=list(bit_model.KNOWN_MODELS), default="BiT-M-R152x2")
-    cli.entry(main, parser)
+    cli.entry(main, get_args_parser())

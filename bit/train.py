@@ -18,7 +18,6 @@ For memory, --fsdp shards every bottleneck unit over the ranks (FSDP2) and
     python bit/train.py --synthetic --weights BiT-M-R152x2.npz --max-steps 100
     torchrun --nnodes 2 --node-rank 0 --master-addr HOST --nproc_per_node 8 bit/train.py ...
 """
-import argparse
 import os
 import sys
 import warnings
@@ -33,20 +32,11 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.transforms import v2
 
 from bit import model as bit_model
-from common import cli, data, dist, optim, report, train_loop
+from common import cli, data, dist, flags, optim, report, train_loop
 from common.errors import UserError
 
 CHECKPOINTS_URL = "https://storage.googleapis.com/bit_models"
 BIT_MEAN = BIT_STD = (0.5, 0.5, 0.5)  # inputs scaled to [-1, 1]
-
-
-def step_list(text):
-    """'3000,6000,9000' -> (3000, 6000, 9000)"""
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give optimizer steps as 3000,6000,9000") from None
 
 
 def get_args_parser():
@@ -56,13 +46,13 @@ def get_args_parser():
     p.add_argument("--model", choices=list(bit_model.KNOWN_MODELS), default="BiT-M-R152x2")
     p.add_argument("--weights", default="random", metavar="PATH.npz",
                    help="official BiT checkpoint to fine-tune (random: none, with a warning)")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--mixup-alpha", type=float, default=0.1)
-    p.add_argument("--warmup-lr-steps", type=int, default=500,
+    p.add_argument("--momentum", type=flags.fraction, default=0.9)
+    p.add_argument("--mixup-alpha", type=flags.non_negative_float, default=0.1)
+    p.add_argument("--warmup-lr-steps", type=flags.non_negative_int, default=500,
                    help="optimizer steps of linear lr warm-up from 0")
-    p.add_argument("--lr-decay-steps", type=step_list, default=(3000, 6000, 9000),
+    p.add_argument("--lr-decay-steps", type=flags.int_list, default=(3000, 6000, 9000),
                    help="lr x0.1 after each of these optimizer steps")
-    p.add_argument("--total-steps", type=int, default=10000,
+    p.add_argument("--total-steps", type=flags.positive_int, default=10000,
                    help="optimizer steps of the whole recipe")
     p.add_argument("--fsdp", action="store_true",
                    help="shard parameters, gradients and momentum over the ranks (FSDP2)")

@@ -40,6 +40,9 @@ import torchvision
 from tabulate import tabulate
 
 from common import data, device, dist, make_dataset, optim
+from common.errors import UserError
+from common.files import check_writable
+from common.flags import Parser, non_negative_int, positive_int
 from common.report import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -320,23 +323,36 @@ def defaults_for(dev_type):
                 channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+def get_args_parser():
+    p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
-    p.add_argument("--repeat", type=int, default=5,
+    p.add_argument("--repeat", type=positive_int, default=5,
                    help="rounds of each comparison (medians and the range of their ratios)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1,
                    help="loader workers, the same for both loaders")
     for key, value in defaults_for(device.select().type).items():
         kind = type(value)
         if kind is bool:
             p.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                            default=value)
+        elif key == "precision":
+            p.add_argument("--precision", choices=("fp32", "tf32", "amp", "bf16"), default=value)
         else:
-            p.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value)
+            p.add_argument(f"--{key.replace('_', '-')}", default=value,
+                           type=non_negative_int if key == "warmup" else positive_int)
     p.add_argument("--out", default="runs", help="directory for the JSON result")
     p.add_argument("--bare-loop", help=argparse.SUPPRESS)  # the reference side of `harness`
+    return p
+
+
+def main(argv=None):
+    p = get_args_parser()
     a = p.parse_args(argv)
+    if not a.bare_loop:
+        try:
+            check_writable(a.out)  # before minutes of measuring, not after
+        except UserError as e:
+            p.error(str(e))
     if a.bare_loop:
         print(json.dumps({"images_per_s": bare_loop(**json.loads(a.bare_loop))}))
         return 0

@@ -8,30 +8,37 @@ renames it, so a crash mid-write leaves the previous checkpoint whole.
 It lives at `--out/checkpoints/<case>-<nodes>x<devices>-<fingerprint>.pt`; the
 fingerprint is a hash of every flag that shapes the run (not --out, --workers and the
 like), so `--resume auto` (the default) picks up only a run of the same command and
-size. Once a run has finished, its checkpoint is removed (kept, as `...-final.pt`,
-with --keep-checkpoint). Every rank reads the file itself: with several nodes, --out
-must be storage they all see.
+size; paths in it are resolved first, so `data/`, `./data` and a symlink to it are one
+run. One run at a time owns a checkpoint: rank 0 holds an flock on `<checkpoint>.lock`
+(released by the system when its process ends, however it ends), and a second run of
+the same command and --out stops at once instead of resuming from a live run's file.
+Once a run has finished and its record is written, its checkpoint is removed (kept, as
+`...-final.pt`, with --keep-checkpoint). Every rank reads the file itself: with several
+nodes, --out must be storage they all see.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import random
 import re
 import sys
-import tempfile
 
 import torch
 
-from common import dist
+from common import dist, files
 from common.errors import UserError
 
 # flags that change how a run is carried out or reported, not what it computes
 OPERATIONAL = {"out", "resume", "keep_checkpoint", "checkpoint_every", "debug", "print_freq",
                "workers", "lang", "monitor_interval", "skip_bad_images", "device",
                "dist_timeout", "profile"}
+# flags that name a file or folder: the same one however it is spelt
+PATHS = {"data_dir", "weights"}
 
 
 def every(text):
@@ -43,6 +50,9 @@ def every(text):
             f"{text!r}: give a count and a unit, e.g. 1epoch, 2epochs or 500steps (0: never)")
     n = int(m.group(1))
     return (n, m.group(2).rstrip("s")) if n else (0, None)
+
+
+every.refuses = "3"
 
 
 def add_flags(parser):
@@ -57,8 +67,15 @@ def add_flags(parser):
       help="keep the final state as <checkpoint>-final.pt instead of removing the checkpoint")
 
 
+def _resolved(key, value):
+    if key in PATHS and isinstance(value, str) and os.path.exists(value):
+        return os.path.realpath(value)
+    return value
+
+
 def fingerprint(args):
-    shaping = {k: v for k, v in sorted(vars(args).items()) if k not in OPERATIONAL}
+    shaping = {k: _resolved(k, v) for k, v in sorted(vars(args).items())
+               if k not in OPERATIONAL}
     return hashlib.sha1(json.dumps(shaping, default=str).encode()).hexdigest()[:10]
 
 
@@ -101,6 +118,7 @@ class Checkpointer:
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.sharded = sharded
         self.path = default_path(args, run)
+        self.lock = _own(self.path, run, args)
         if args.checkpoint_every is None:  # a speed-only run has nothing worth resuming
             args.checkpoint_every = (0, None) if args.synthetic else (1, "epoch")
         self.count, self.unit = args.checkpoint_every
@@ -128,7 +146,7 @@ class Checkpointer:
                 "model": model_sd, "optimizer": optim_sd,
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "scaler": self.scaler.state_dict(), "rng": rng_state(self.run.device),
-                "clocks": clocks_state, **(extra or {}),
+                "clocks": clocks_state, "batch_size": self.args.batch_size, **(extra or {}),
             }
             write_atomically(state, path)
         dist.barrier(self.run)  # nobody runs ahead while rank 0 writes
@@ -141,10 +159,7 @@ class Checkpointer:
             return None
         if resume == "auto":
             return self.path if os.path.isfile(self.path) else None
-        if not os.path.isfile(resume):
-            raise UserError(f"--resume {resume}: no such file; give a checkpoint from "
-                            f"{os.path.join(self.args.out, 'checkpoints')}, or --resume auto")
-        return resume
+        return resume  # cli's check_resume found it at start-up
 
     def load(self):
         """Restore the state of the checkpoint found; returns it (None when none)."""
@@ -152,6 +167,7 @@ class Checkpointer:
         if path is None:
             return None
         state = read(path)
+        self._check_fits(state, path)
         if self.sharded:
             _load_sharded(self.model, self.optimizer, state["model"], state["optimizer"])
         else:
@@ -171,28 +187,83 @@ class Checkpointer:
                                   f"({state['config']}); continuing from it as asked")
         return {**state, "path": path}
 
+    def _check_fits(self, state, path):
+        """A file this suite's checkpoints are not (a weights file), or one whose
+        position means other batches (another batch size), is refused in one line."""
+        if not isinstance(state, dict) or not {"model", "step", "fingerprint"} <= state.keys():
+            raise UserError(f"--resume {path}: a weights file, not a training checkpoint "
+                            f"(it has no step, optimizer or clocks); give a checkpoint from "
+                            f"{os.path.join(self.args.out, 'checkpoints')}, or --resume never")
+        written = state.get("batch_size")
+        if written is not None and written != self.args.batch_size:
+            raise UserError(f"--resume {path}: written at --batch-size {written}, this run has "
+                            f"--batch-size {self.args.batch_size}; its position in the epoch "
+                            f"means other batches: resume with --batch-size {written}, or "
+                            f"--resume never")
+
     def remove(self):
-        """The run ended well: its checkpoint has served (the final state is kept only
-        with --keep-checkpoint, written beside it)."""
+        """The run ended well and its record is on disk: its checkpoint has served (the
+        final state is kept only with --keep-checkpoint, written beside it)."""
         if self.run.is_main and os.path.isfile(self.path):
             os.remove(self.path)
+        if self.lock is not None:  # still held: a run starting now makes a new one
+            os.remove(self.lock.name)
+            _HELD.pop(self.lock.name, None)
+            self.lock.close()
+
+
+def _own(path, run, args):
+    """Rank 0's lock on the checkpoint `path` (an open file holding an flock), agreed by
+    every rank: a live run of the same command and --out stops this one here."""
+    lock_path = os.path.splitext(path)[0] + ".lock"
+    held = _HELD.get(lock_path)  # this process runs the command again (a test, a sweep)
+    if run.is_main and held is None:
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(lock_path)), exist_ok=True)
+            held = open(lock_path, "a+")
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.close()
+            held = None
+        except OSError as e:
+            raise files.write_failure("--out", lock_path, e) from None
+    (busy,) = dist.max_all(run, [1 if run.is_main and held is None else 0])
+    if busy:
+        raise UserError(f"--out {args.out}: another run of this command is writing "
+                        f"{path} now (it holds {lock_path}); wait for it to end, or give "
+                        f"this run another --out")
+    if held is not None:  # kept until the process ends: past train(), while the record is written
+        _HELD[lock_path] = held
+    return held
+
+
+_HELD = {}
 
 
 def write_atomically(obj, path):
-    """torch.save to a temporary file in the same folder, fsync, rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-",
-                               suffix=".pt")
+    """torch.save to a temporary file in the same folder, fsync, rename; a failure is
+    one line naming the file and the cause (a full disk, a read-only one, ...)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        files.write_atomically(path, lambda f: torch.save(obj, f), binary=True)
+    except (OSError, RuntimeError) as e:
+        cause = _os_error(e, path)
+        if cause is None:
+            raise
+        raise files.write_failure("checkpoint", path, cause) from None
+
+
+def _os_error(e, path):
+    """The OSError behind a failed torch.save, or None; torch's zip writer can hide it
+    in a RuntimeError ('enforce fail at inline_container.cc'), so then the disk is asked
+    whether it is full."""
+    while e is not None and not isinstance(e, OSError):
+        e = e.__cause__ or e.__context__
+    if e is not None:
+        return e
+    stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    if stats.f_bavail * stats.f_frsize < 1024 ** 2:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
 
 
 def read(path):

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
+import signal
 import sys
 
-from common import checkpoint, device, optim
+from common import checkpoint, device, files, optim, profile
 from common.errors import UserError
+from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
+                          positive_float, positive_int)
 
 # recipe hyper-parameters and their short names in the fix_hp column
 HP_NAMES = {
@@ -36,33 +40,40 @@ def batch_size_arg(text, auto=True):
     return value
 
 
+def _batch_size_type(auto):
+    convert = functools.partial(batch_size_arg, auto=auto)
+    convert.refuses = "0"
+    return convert
+
+
 def _parser(description, *, data_help, batch_size, image_size, image_help, precisions,
             precision_help, auto_batch=False, channels_last=False):
     """The flags every script has: data, batch, precision, device, output."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.rules = [check_out]  # cross-flag checks, run by check_flags() before any work
     a = p.add_argument
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data-dir", help=data_help)
     data.add_argument("--synthetic", action="store_true",
                       help="random batches made once on the device: speed only, no acc")
-    a("--batch-size", type=functools.partial(batch_size_arg, auto=auto_batch), default=batch_size,
+    a("--batch-size", type=_batch_size_type(auto_batch), default=batch_size,
       help="per device" + ("; auto: the largest that fits, halving from 1024 on "
                            "out-of-memory" if auto_batch else ""))
     a("--precision", choices=precisions, default="fp32", help=precision_help)
     a("--channels-last", action=argparse.BooleanOptionalAction, default=channels_last,
       help="NHWC activations and weights (the fast layout for convolutions on tensor cores)")
-    a("--image-size", type=int, default=image_size, help=image_help)
-    a("--workers", type=int, default=8, help="data loader processes per rank")
-    a("--seed", type=int, default=0)
+    a("--image-size", type=positive_int, default=image_size, help=image_help)
+    a("--workers", type=non_negative_int, default=default_workers(),
+      help="data loader processes per rank (default: the cores per local rank, at most 8)")
+    a("--seed", type=non_negative_int, default=0)
     a("--device", default="auto", help="torch device type (cuda, cpu, ...); auto picks")
-    a("--num-classes", type=int, default=1000, help="classes with --synthetic")
+    a("--num-classes", type=positive_int, default=1000, help="classes with --synthetic")
     a("--out", default="runs", help="directory for the JSON result record")
     a("--lang", choices=("en", "zh"), default="en", help="labels of the printed table row")
     a("--debug", action="store_true", help="show the traceback of a user error")
-    a("--dist-timeout", type=float, default=600,
+    a("--dist-timeout", type=positive_float, default=600,
       help="seconds a collective waits for a lost rank before the run ends with an error")
-    a("--monitor-interval", type=float, default=1.0,
+    a("--monitor-interval", type=non_negative_float, default=1.0,
       help="seconds between samples of device power, memory, use and temperature (0: off)")
     a("--peak-tflops", type=device.peak_tflops_arg, default=None,
       help="the device's dense peak for MFU, where the table lacks it: 312 or fp16=312,fp32=19.5")
@@ -82,21 +93,23 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
                 precision_help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), "
                                "bf16 (autocast)", auto_batch=True, channels_last=channels_last)
     a = p.add_argument
-    a("--lr", type=float, default=None,
+    a("--lr", type=non_negative_float, default=None,
       help=f"learning rate (default: the recipe's {lr:g} at global batch {global_batch}, "
-           f"scaled linearly to this run's global batch)")
-    a("--grad-accum", type=int, default=grad_accum,
+           f"scaled linearly to this run's global batch; 0: the weights stay, speed only)")
+    a("--grad-accum", type=positive_int, default=grad_accum,
       help="micro-batches per optimizer step (the loss is divided by it)" +
            (f"; default: as many as reach the global batch {global_batch}"
             if grad_accum is None else ""))
-    a("--epochs", type=int, default=epochs)
-    a("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0: no limit)")
-    a("--warmup-steps", type=int, default=warmup_steps,
+    a("--epochs", type=positive_int, default=epochs)
+    a("--max-steps", type=non_negative_int, default=0,
+      help="stop after this many optimizer steps (0: no limit)")
+    a("--warmup-steps", type=non_negative_int, default=warmup_steps,
       help="optimizer steps run before the clocks start; counted in no figure")
-    a("--target-acc", type=float, default=target_acc, help="stop at this top-1 (percent)")
-    a("--eval-every", type=int, default=1, help="evaluate every N epochs (0: never)")
-    a("--print-freq", type=int, default=10, help="progress line every N steps")
-    a("--synthetic-steps", type=int, default=100, help="steps per epoch with --synthetic")
+    a("--target-acc", type=non_negative_float, default=target_acc,
+      help="stop at this top-1 (percent; 0, or above 100: never)")
+    a("--eval-every", type=non_negative_int, default=1, help="evaluate every N epochs (0: never)")
+    a("--print-freq", type=positive_int, default=10, help="progress line every N steps")
+    a("--synthetic-steps", type=positive_int, default=100, help="steps per epoch with --synthetic")
     a("--compile", action="store_true",
       help="torch.compile the training step; compilation happens in the warm-up steps and "
            "is reported apart (compile_s)")
@@ -111,6 +124,8 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
     # what --batch-size auto falls back to, and what the learning rate is scaled from
     p.set_defaults(recipe_batch_size=batch_size, reference_global_batch=global_batch,
                    reference_lr=lr, recipe=None)
+    p.rules += [settle_for_checks, check_resume, check_run_length, check_compile,
+                profile.check]
     return p
 
 
@@ -126,23 +141,134 @@ def infer_parser(description, *, image_size=224, batch_size=256, channels_last=F
       help="what runs the inference pass (validation is always eager)")
     a("--compile-mode", default=None,
       help="torch.compile mode (default: max-autotune on CUDA, default elsewhere)")
-    a("--repeat", type=int, default=1, help="timed passes over the validation set, each")
-    a("--warmup-batches", type=int, default=5, help="untimed batches before each pass")
-    a("--latency-calls", type=int, default=100, help="timed batch-1 calls for p50/p90/p99")
-    a("--synthetic-batches", type=int, default=50, help="batches per pass with --synthetic")
+    a("--repeat", type=positive_int, default=1, help="timed passes over the validation set, each")
+    a("--warmup-batches", type=non_negative_int, default=5,
+      help="untimed batches before each pass")
+    a("--latency-calls", type=positive_int, default=100, help="timed batch-1 calls for p50/p90/p99")
+    a("--synthetic-batches", type=positive_int, default=50,
+      help="batches per pass with --synthetic")
+    p.rules += [check_compile_mode]
     return p
 
 
+def check_out(args):
+    files.check_writable(args.out)
+
+
+def check_resume(args):
+    if args.resume not in ("auto", "never") and not os.path.isfile(args.resume):
+        raise UserError(f"--resume {args.resume}: no such file; give a checkpoint from "
+                        f"{os.path.join(args.out, 'checkpoints')}, or --resume auto")
+
+
+def check_compile(args):
+    if args.compile and args.warmup_steps < 1:
+        raise UserError("--compile: compiling happens in the first step; give "
+                        "--warmup-steps 1 or more so that it is not timed")
+
+
+def compile_modes():
+    try:
+        from torch._inductor import list_mode_options
+        return tuple(list_mode_options())
+    except ImportError:  # older torch: the modes its torch.compile documents
+        return ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(args):
+    if args.compile_mode is None:
+        return
+    if args.engine != "compile":
+        raise UserError(f"--compile-mode {args.compile_mode}: only for --engine compile "
+                        f"(this run uses --engine {args.engine}); leave it out")
+    if args.compile_mode not in compile_modes():
+        raise UserError(f"--compile-mode {args.compile_mode}: unknown to torch.compile; "
+                        f"choose one of {', '.join(compile_modes())}")
+
+
+def world_size_from_env(env=os.environ):
+    """The world size torchrun or srun will give, read before the process group exists."""
+    return int(env.get("WORLD_SIZE") or env.get("SLURM_NTASKS") or 1)
+
+
+def settle_for_checks(args):
+    """The recipe settled as the launcher's world size implies, so that the start-up
+    checks see the accumulation the run will use; settled again once the group is up."""
+    settle_recipe(args, world_size_from_env())
+
+
+def check_run_length(args):
+    if args.synthetic:
+        check_steps(args, args.synthetic_steps, "--synthetic-steps")
+
+
+def check_steps(args, batches, source):
+    """The run must have a step after its warm-up to time, and an epoch must hold at
+    least one optimizer step; `batches` per epoch, as `source` decides them."""
+    accum = args.grad_accum
+    per_epoch = batches // accum
+    if per_epoch == 0:
+        raise UserError(f"--grad-accum {accum}: more than the {batches} batches of one "
+                        f"epoch ({source}); use a --grad-accum of {batches} or less")
+    limits = [(args.epochs * per_epoch, f"--epochs {args.epochs} x {per_epoch} steps per "
+                                        f"epoch ({source})", "--epochs")]
+    if args.max_steps:
+        limits.append((args.max_steps, f"--max-steps {args.max_steps}", "--max-steps"))
+    if getattr(args, "total_steps", None):
+        limits.append((args.total_steps, f"--total-steps {args.total_steps}", "--total-steps"))
+    total, why, flag = min(limits)
+    if total <= args.warmup_steps:
+        raise UserError(f"--warmup-steps {args.warmup_steps}: the run has only {total} "
+                        f"optimizer steps ({why}), none left to time after the warm-up; give "
+                        f"more {flag} or --warmup-steps below {total}")
+
+
+def check_flags(args, parser):
+    """Every cross-flag rule of the parser, before any work starts."""
+    for rule in getattr(parser, "rules", ()):
+        rule(args)
+
+
 def entry(main, parser, argv=None):
-    """Parse flags and run main(args, parser); a UserError ends in one line and exit 2."""
+    """Parse and check the flags, then run main(args, parser); a UserError ends in one
+    line and exit 2."""
     args = parser.parse_args(argv)
     try:
+        check_flags(args, parser)
         return main(args, parser)
     except UserError as e:
         if args.debug:
             raise
         print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        quiet_exit(2)
+    except Exception as e:
+        if args.debug or not lost_a_peer(e):
+            raise
+        # the rank that ended first has told why; this one only lost it
+        print(f"error: rank {os.environ.get('RANK', '?')}: another rank ended (its error is "
+              f"above), so this one stops too", file=sys.stderr, flush=True)
+        quiet_exit(1)
+
+
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
+
+
+def lost_a_peer(error):
+    """True for a collective that failed because another rank's process ended."""
+    import torch.distributed as torch_dist
+    if not torch_dist.is_available() or not torch_dist.is_initialized():
+        return False
+    return isinstance(error, getattr(torch_dist, "DistNetworkError", ())) or (
+        isinstance(error, RuntimeError) and any(s in str(error) for s in PEER_GONE))
+
+
+def quiet_exit(code):
+    """Exit after an error already told in one line. The loader's workers end with the
+    process; torch's SIGCHLD handler would take that for a worker that died and print a
+    traceback from the interpreter's exit, so it is put back to the default first."""
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    sys.exit(code)
 
 
 def one_line(error):

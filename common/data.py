@@ -9,12 +9,15 @@ padding, so every validation image is seen exactly once across ranks.
 """
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import threading
 
+import numpy as np
 import torch
 import torch.utils.data as tud
 import torchvision
@@ -23,10 +26,14 @@ try:  # deprecated since torchvision 0.29, in favour of torchcodec; PIL reads al
     from torchvision.io import ImageReadMode, decode_image, read_file
 except ImportError:
     decode_image = None
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
 
+from common import cli
 from common.errors import UserError
 
+# what ImageFolder reads, and GIF (its first frame), which read_image decodes too
+IMAGE_EXTENSIONS = (*IMG_EXTENSIONS, ".gif")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -36,18 +43,39 @@ class DataError(UserError):
 
 
 def read_image(path):
-    """An image file as a uint8 (3, H, W) tensor. torchvision.io decodes JPEG and PNG
-    into a tensor directly, about 1.25x faster than PIL here, and resizing that tensor
-    is about 2x faster than resizing a PIL image; PIL reads what torchvision.io cannot
-    (a CMYK JPEG on an older torchvision, other formats), and its error is the one
-    reported for a file neither can decode."""
+    """An image file as a uint8 (3, H, W) tensor, 8-bit RGB whatever the file holds
+    (16-bit, palette, alpha, grayscale, CMYK; the first frame of an animation).
+    torchvision.io decodes JPEG, PNG, WebP and GIF into a tensor directly, about 1.25x
+    faster than PIL here, and resizing that tensor is about 2x faster than resizing a
+    PIL image; PIL reads what torchvision.io cannot (a CMYK JPEG on an older
+    torchvision, TIFF, BMP, ...), and its error is the one reported for a file neither
+    can decode."""
     try:
         if decode_image is not None:
-            return decode_image(read_file(path), mode=ImageReadMode.RGB)
+            return _eight_bit(decode_image(read_file(path), mode=ImageReadMode.RGB))
     except RuntimeError:
         pass
     with open(path, "rb") as f:
-        return v2.functional.pil_to_tensor(Image.open(f).convert("RGB"))
+        return v2.functional.pil_to_tensor(_pil_rgb(Image.open(f)))
+
+
+def _eight_bit(image):
+    if image.ndim == 4:  # the frames of an animated GIF: the first, as PIL reads it
+        image = image[0]
+    if image.dtype == torch.uint16:  # a 16-bit PNG: its top 8 bits, 65535 -> 255
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
+
+
+def _pil_rgb(image):
+    """8-bit RGB from a PIL image of any mode; PIL's own convert() would clip 16- and
+    32-bit grayscale at 255 instead of scaling it."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        levels = np.asarray(image, dtype=np.int64) >> 8
+        image = Image.fromarray(np.clip(levels, 0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
+    return image.convert("RGB")
 
 
 # transform presets: uint8 CHW tensor in and out
@@ -78,10 +106,32 @@ def image_folder(data_dir, split, transform):
     if not os.path.isdir(root):
         raise DataError(f"{root}: missing; --data-dir must hold train/ and val/ with one "
                         f"folder per class (the layout extract_ILSVRC.sh makes)")
+    unread = collections.Counter()
+
+    def readable(path):
+        if has_file_allowed_extension(path, IMAGE_EXTENSIONS):
+            return True
+        unread[os.path.splitext(path)[1].lower() or "(no extension)"] += 1
+        return False
     try:
-        return torchvision.datasets.ImageFolder(root, transform=transform, loader=read_image)
+        folder = torchvision.datasets.ImageFolder(root, transform=transform, loader=read_image,
+                                                  is_valid_file=readable)
     except (FileNotFoundError, RuntimeError) as e:
         raise DataError(f"{root}: {e}") from None
+    folder.unread = unread  # by extension: the files of class folders that are not read
+    return folder
+
+
+def warn_unread(dataset, run):
+    """One line for the files of a split's class folders that the loader will not read:
+    the figures are over fewer images than the folders hold."""
+    if not dataset.unread or not run.is_main:
+        return
+    kinds = ", ".join(f"{n} {ext}" for ext, n in sorted(dataset.unread.items(),
+                                                         key=lambda kv: (-kv[1], kv[0])))
+    print(f"warning: {dataset.root}: {sum(dataset.unread.values())} files in class folders "
+          f"will not be read ({kinds}); only {' '.join(IMAGE_EXTENSIONS)} files are images "
+          f"here: convert or move the others", file=sys.stderr, flush=True)
 
 
 def check_same_classes(train_set, val_set):
@@ -95,6 +145,13 @@ def check_same_classes(train_set, val_set):
 
 class BadImage(DataError):
     """An image file that PIL cannot decode."""
+
+
+def decoder_said(error):
+    """A decoder's complaint, short, without the file object PIL puts in it."""
+    said = re.sub(r" ?<_io\.\w+ name=[^>]*>", "", str(error).strip().splitlines()[0]
+                  if str(error).strip() else type(error).__name__)
+    return said[:100]
 
 
 class SeededSamples(tud.Dataset):
@@ -125,13 +182,13 @@ class SeededSamples(tud.Dataset):
                      + copy * 0x9E3779B97F4A7C15) % 2 ** 63)
                 try:
                     return self.dataset[i]
-                except (OSError, SyntaxError, ValueError) as e:  # PIL's decode errors
+                except Exception as e:  # noqa: BLE001  (any decoder's or transform's error)
                     path = self.dataset.samples[i][0]
                     if not self.skip_bad:
                         fix = ("or pass --skip-bad-images" if self.can_skip else
                                "every validation image counts, none is skipped")
-                        raise BadImage(f"{path}: cannot be decoded ({str(e)[:80]}); replace or "
-                                       f"delete it ({fix})") from None
+                        raise BadImage(f"{path}: cannot be decoded ({decoder_said(e)}); "
+                                       f"replace or delete it ({fix})") from None
                     with self.bad.get_lock():
                         self.bad.value += 1
                     print(f"warning: skipped {path}: cannot be decoded", file=sys.stderr)
@@ -192,6 +249,8 @@ def leave_stop_signals_to_the_rank(worker_id):
     loader's or Python's shutdown of its workers) still ends the worker; where the OS
     cannot tell who sent a signal (no sigwaitinfo), SIGTERM keeps its default."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal: the rank checkpoints, as for SIGTERM
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if hasattr(signal, "sigwaitinfo"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the threads after too
         threading.Thread(target=_end_on_sigterm_from, args=(os.getppid(),), daemon=True,
@@ -295,9 +354,13 @@ def loaders(args, run, train_tf, eval_tf, repeats=1):
     train_set = image_folder(args.data_dir, "train", train_tf)
     val_set = image_folder(args.data_dir, "val", eval_tf)
     check_same_classes(train_set, val_set)
-    return (train_loader(train_set, batch_size_of(args), args.workers, run, args.seed,
-                         getattr(args, "skip_bad_images", False), repeats),
-            eval_loader(val_set, batch_size_of(args), args.workers, run),
+    for split in (train_set, val_set):
+        warn_unread(split, run)
+    train = train_loader(train_set, batch_size_of(args), args.workers, run, args.seed,
+                         getattr(args, "skip_bad_images", False), repeats)
+    cli.check_steps(args, len(train), f"{len(train_set)} training images at --batch-size "
+                                      f"{batch_size_of(args)} on {run.world_size} ranks")
+    return (train, eval_loader(val_set, batch_size_of(args), args.workers, run),
             len(train_set.classes))
 
 
@@ -311,6 +374,10 @@ def val_inputs(args, run, eval_tf, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     if not args.data_dir:
         raise DataError("no data: give --data-dir DIR (val/ inside) or --synthetic")
     val_set = image_folder(args.data_dir, "val", eval_tf)
+    warn_unread(val_set, run)
+    if len(val_set) < run.world_size:
+        raise DataError(f"{val_set.root}: {len(val_set)} images for {run.world_size} ranks; "
+                        f"every rank needs one: launch at most {len(val_set)} processes")
     return (eval_loader(val_set, args.batch_size, args.workers, run), len(val_set.classes),
             normalize)
 

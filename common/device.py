@@ -422,6 +422,9 @@ def peak_tflops_arg(text):
     return peaks
 
 
+peak_tflops_arg.refuses = "fast"  # a value it refuses, for the test of every flag
+
+
 def _number_or_none(text):
     try:
         return float(text)

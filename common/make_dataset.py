@@ -8,12 +8,15 @@ it in a few steps and accuracy means something; sizes vary around --size.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 
 import numpy as np
 from PIL import Image
+
+from common.errors import UserError
+from common.files import check_writable
+from common.flags import Parser, non_negative_int, number, positive_int
 
 
 def class_image(rng, label, num_classes, width, height):
@@ -41,15 +44,24 @@ def write(root, classes=10, train_per_class=40, val_per_class=10, size=96, seed=
     return root
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def get_args_parser():
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("root")
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--train-per-class", type=int, default=40)
-    p.add_argument("--val-per-class", type=int, default=10)
-    p.add_argument("--size", type=int, default=96, help="typical image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=positive_int, default=10)
+    p.add_argument("--train-per-class", type=positive_int, default=40)
+    p.add_argument("--val-per-class", type=positive_int, default=10)
+    p.add_argument("--size", type=number(int, low=8), default=96, help="typical image side in pixels")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    return p
+
+
+def main(argv=None):
+    p = get_args_parser()
     a = p.parse_args(argv)
+    try:
+        check_writable(a.root, "DIR")
+    except UserError as e:
+        p.error(str(e))
     write(a.root, a.classes, a.train_per_class, a.val_per_class, a.size, a.seed)
     print(f"wrote {a.classes} classes x ({a.train_per_class} train + {a.val_per_class} val) "
           f"images to {a.root}")

@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import subprocess
+import hashlib
 import sys
 import tempfile
 import time
@@ -23,7 +24,8 @@ import torch
 import torchvision
 from tabulate import tabulate
 
-from common import cli, clocks, device, dist, scaling
+from common import cli, clocks, device, dist, files, scaling
+from common.flags import Parser
 from common.flops import efficiency
 
 GiB = 1024 ** 3
@@ -41,6 +43,21 @@ def git_commit():
         return None
 
 
+def suite_version():
+    """A short hash of the suite's own source (common/, the model folders' .py files,
+    run_all.sh): which code made a record, where there is no git to ask."""
+    digest = hashlib.sha1()
+    # what is there: a vendor image may hold only common/ and one model folder
+    sources = sorted(glob.glob(os.path.join(ROOT, "*", "*.py")) +
+                     glob.glob(os.path.join(ROOT, "run_all.sh")))
+    for path in sources:
+        if os.path.basename(os.path.dirname(path)) in ("tests", "results"):
+            continue
+        with open(path, "rb") as f:
+            digest.update(os.path.relpath(path, ROOT).encode() + b"\0" + f.read())
+    return digest.hexdigest()[:12]
+
+
 def environment(run):
     dev = run.device
     launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "python"
@@ -52,7 +69,7 @@ def environment(run):
                    "total_memory_gib": dev.total_memory() / GiB},
         "versions": {"torch": torch.__version__, "torchvision": torchvision.__version__,
                      "python": platform.python_version(), "stack": dev.stack()},
-        "git_commit": git_commit(),
+        "git_commit": git_commit(), "suite_version": suite_version(),
         "host": platform.node(),
         "launcher": launcher,
         "command": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
@@ -128,19 +145,7 @@ def infer_record(run, args, model_name, figures, weights):
 
 def write_json(obj, path):
     """Write `obj` as JSON to path atomically: a temporary file beside it, then a rename."""
-    out_dir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return files.write_atomically(path, lambda f: json.dump(obj, f, indent=1, default=str))
 
 
 def write_record(record, out_dir):
@@ -152,49 +157,120 @@ def write_record(record, out_dir):
     return write_json(record, os.path.join(out_dir, name))
 
 
+# where a record goes when --out has stopped taking files since the run began
+FALLBACK_DIRS = (os.path.join(os.path.expanduser("~"), ".cache", "benchmark-records"),
+                 os.path.join(tempfile.gettempdir(), "benchmark-records"))
+
+
+def write_record_somewhere(record, out_dir):
+    """(path, None) once written in out_dir; (path, why) when out_dir failed and a
+    fallback folder took it; (None, why) when nothing could."""
+    try:
+        return write_record(record, out_dir), None
+    except OSError as e:
+        why = f"--out {out_dir}: cannot be written: {files.os_error_cause(e)}"
+    for folder in FALLBACK_DIRS:
+        try:
+            return write_record(record, folder), why
+        except OSError:
+            continue
+    return None, why
+
+
 def finish(run, record, out_dir):
     """Stamp e2e_time (script start -> now, plus the processes before a resume), write
-    the record on rank 0, return its path."""
+    the record on rank 0; returns (its path, why it is not in out_dir or None)."""
     record["figures"]["e2e_time"] = clocks.e2e_time(record["figures"].get("resumed"))
     record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    return write_record(record, out_dir) if run.is_main else None
+    return write_record_somewhere(record, out_dir) if run.is_main else (None, None)
 
 
-def conclude(run, args, record):
-    """Write the record, print its table row, leave the process group; a run that did
-    not finish well exits non-zero (1 failed, 3 incomplete) once its record is written."""
-    path = finish(run, record, args.out)
+def conclude(run, args, record, served_checkpoint=None):
+    """Write the record, print its table row, remove the checkpoint it makes needless,
+    leave the process group. A run that did not finish well exits non-zero (1 failed,
+    3 incomplete) once its record is written; so does one whose record could only go
+    to a fallback folder (1), or nowhere (the record is printed, and the checkpoint
+    kept)."""
+    path, why = finish(run, record, args.out)
     if run.is_main:
         table = train_table if record["case"] == "train" else infer_table
         print(f"\nrecord: {path}\n\n" + table([record], args.lang), flush=True)
+        if why:
+            where = (f"the record is in {path} instead" if path else
+                     "the record is nowhere on disk; here it is:\n" +
+                     json.dumps(record, default=str))
+            print(f"error: {why}; {where}", file=sys.stderr, flush=True)
+    (lost,) = dist.max_all(run, [1 if run.is_main and path is None else 0])
+    if served_checkpoint is not None and not lost:
+        served_checkpoint()
     dist.teardown(run)
+    if why:
+        cli.quiet_exit(1)
     if record["status"] != "ok":
-        sys.exit(3 if record["status"] == "incomplete" else 1)
+        cli.quiet_exit(3 if record["status"] == "incomplete" else 1)
     return record
 
 
 def conclude_training(run, args, parser, model_name, figures, flops_per_img):
+    figures = dict(figures)
+    served = figures.pop("served_checkpoint", None)
     return conclude(run, args, train_record(run, args, parser, model_name, figures,
-                                            flops_per_img))
+                                            flops_per_img), served)
 
 
 def load_records(paths):
-    """Records from files and directories (searched recursively), oldest first."""
-    files = []
+    """Records from files and directories (searched recursively), oldest first. A file
+    that is not a record (malformed JSON, another tool's file, a record these tables
+    cannot show) is left out with a one-line warning naming it; an older record's
+    missing keys become empty cells."""
+    files_found = []
     for p in paths:
-        files += sorted(glob.glob(os.path.join(p, "**", "*.json"), recursive=True)) \
+        files_found += sorted(glob.glob(os.path.join(p, "**", "*.json"), recursive=True)) \
             if os.path.isdir(p) else [p]
     records = []
-    for f in files:
-        with open(f) as fh:
-            try:
-                rec = json.load(fh)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{f}: not a JSON result record ({e})") from None
-        if isinstance(rec, dict) and "case" in rec and "figures" in rec:
+    for f in files_found:
+        rec, why = _read_record(f)
+        if why:
+            print(f"warning: {f}: {why}; left out", file=sys.stderr, flush=True)
+            continue
+        if rec is not None:
             rec["_path"] = f
             records.append(rec)
-    return sorted(records, key=lambda r: r.get("finished") or "")
+    return sorted(records, key=lambda r: str(r.get("finished") or ""))
+
+
+def _read_record(path):
+    """(record, None), (None, None) for a file of this suite that is no run record (a
+    bench result), or (None, why not)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            rec = json.load(fh)
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"cannot be read ({getattr(e, 'strerror', None) or e})"
+    except json.JSONDecodeError as e:
+        return None, f"not JSON ({e})"
+    if isinstance(rec, dict) and rec.get("case") == "bench":
+        return None, None
+    if not isinstance(rec, dict) or rec.get("case") not in ("train", "infer") \
+            or not isinstance(rec.get("figures"), dict):
+        return None, "not a result record of this suite (no case and figures)"
+    _fill_missing(rec)
+    try:  # a record these tables cannot show is named here, not a traceback later
+        (train_table if rec["case"] == "train" else infer_table)([rec])
+        power_table([rec])
+        scaling.scaling_table([rec])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        return None, f"a record these tables cannot show ({type(e).__name__}: {e})"
+    return rec, None
+
+
+def _fill_missing(rec):
+    """Keys an older record may lack, as empty cells."""
+    for key, empty in (("model", ""), ("precision", ""), ("batch_size", ""), ("nodes", 1),
+                       ("procs_per_node", 1), ("status", "ok")):
+        rec.setdefault(key, empty)
+    rec.setdefault("world_size", rec["nodes"] * rec["procs_per_node"])
+    rec["device"] = {"label": "", "vendor": "", **(rec.get("device") or {})}
 
 
 # cells
@@ -401,22 +477,53 @@ def failed_case_record(case_name, reason, config):
             "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Render result tables from JSON records.")
+def config_arg(text):
+    """'1x8' -> '1x8': nodes x devices per node."""
+    nodes, _, per_node = text.partition("x")
+    if not (nodes.isdigit() and per_node.isdigit() and int(nodes) > 0 and int(per_node) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give nodes x devices per node, e.g. 1x8")
+    return text
+
+
+config_arg.refuses = "8"
+
+
+def case_arg(text):
+    """'vit_train' -> 'vit_train': a run_all.sh case, <model>_<train|infer>."""
+    if text.rpartition("_")[2] not in ("train", "infer"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a run_all.sh case, e.g. vit_train")
+    return text
+
+
+case_arg.refuses = "vit"
+
+
+def get_args_parser():
+    p = Parser(description="Render result tables from JSON records.")
     p.add_argument("paths", nargs="+", help="record files or directories of them")
     p.add_argument("--lang", choices=("en", "zh"), default="en")
-    p.add_argument("--failed-case", metavar="MODEL_CASE",
+    p.add_argument("--failed-case", type=case_arg, metavar="MODEL_CASE",
                    help="write a failed record for this run_all.sh case (e.g. vit_train) "
                         "into the one directory given, instead of rendering")
     p.add_argument("--reason", default="", help="with --failed-case: why it failed")
-    p.add_argument("--config", default="1x1", help="with --failed-case: nodes x devices")
+    p.add_argument("--config", type=config_arg, default="1x1",
+                   help="with --failed-case: nodes x devices")
     p.add_argument("--compare", metavar="REFERENCE_DIR",
                    help="also print each record beside the reference row it matches, with "
                         "the ratio of every throughput (e.g. results/reference)")
+    return p
+
+
+def main(argv=None):
+    p = get_args_parser()
     a = p.parse_args(argv)
     if a.failed_case:
         print(write_record(failed_case_record(a.failed_case, a.reason, a.config), a.paths[0]))
         return 0
+    missing = [path for path in a.paths if not os.path.exists(path)]
+    if missing:
+        p.error(f"{missing[0]}: no such file or directory; give record files or the "
+                f"--out directories of runs")
     records = load_records(a.paths)
     if not records:
         print(f"no result records under {' '.join(a.paths)}", file=sys.stderr)

@@ -238,14 +238,14 @@ def _progress_line(run, total_steps, step):
 
 
 class StopRequest:
-    """SIGTERM or Ctrl-C asks the run to stop at the next agreed step, write its
+    """SIGTERM, SIGHUP (a closed terminal or ssh session) or Ctrl-C asks the run to stop at the next agreed step, write its
     checkpoint and an incomplete record, and exit; a second Ctrl-C stops at once."""
 
     def __init__(self):
         self.signal = 0
         self._old = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
@@ -271,12 +271,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
     METRICS.md's training clocks plus accuracy, and the run's status."""
     dev = run.device
-    # flag checks first, before any search, load or thread
-    profile.check(args)
-    compiling = getattr(args, "compile", False)
-    if compiling and args.warmup_steps < 1:
-        raise UserError("--compile: compiling happens in the first step; give "
-                        "--warmup-steps 1 or more so that it is not timed")
+    compiling = getattr(args, "compile", False)  # its flag rules ran at start-up (cli)
     batch_search = None
     if args.batch_size == "auto":
         train_loader, val_loader, batch_search = _auto_batch(
@@ -300,9 +295,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
         dev.synchronize()
         compile_start = time.perf_counter()
     steps_per_epoch = len(train_loader) // grad_accum
-    if steps_per_epoch == 0:
-        raise UserError(f"--grad-accum {grad_accum}: more than the {len(train_loader)} "
-                         f"batches of one epoch; use a smaller value")
+    if batch_search is not None:  # rebatched: the epoch has another length now
+        cli.check_steps(args, len(train_loader), f"the data at --batch-size {args.batch_size}")
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
@@ -424,6 +418,10 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     except Exception as e:
         if _is_oom(e):
             raise _oom_error(run, args) from None
+        if "more than 1 value per channel" in str(e):  # batch norm over a single value
+            raise UserError(f"--batch-size {args.batch_size} at --image-size {args.image_size}: "
+                            f"batch norm needs more than one value per channel to train; give "
+                            f"a larger --batch-size or --image-size") from None
         raise
     finally:
         stopper.close()
@@ -456,5 +454,6 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     if status == "ok":
         if args.keep_checkpoint:
             save(epoch + 1, 0, path=ckpt.path[:-3] + "-final.pt")
-        ckpt.remove()
+        # removed only once the record is on disk (report.conclude): never neither
+        figures["served_checkpoint"] = ckpt.remove
     return figures

@@ -33,6 +33,9 @@ def main(args, parser):
     report.conclude(run, args, report.infer_record(run, args, "mobilenetv2", figures, args.weights))
 
 
+def get_args_parser():
+    return cli.infer_parser(__doc__, channels_last=True)
+
+
 if __name__ == "__main__":
-    parser = cli.infer_parser(__doc__, channels_last=True)
-    cli.entry(main, parser)
+    cli.entry(main, get_args_parser())

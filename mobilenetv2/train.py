@@ -18,16 +18,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 import torchvision
 
-from common import cli, data, dist, optim, report, train_loop
+from common import cli, data, dist, flags, optim, report, train_loop
 
 
 def get_args_parser():
     p = cli.train_parser(__doc__, batch_size=32, global_batch=256, lr=0.045, epochs=300,
                          target_acc=68.6, channels_last=True)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=4e-5)
-    p.add_argument("--lr-step-epochs", type=int, default=1)
-    p.add_argument("--lr-gamma", type=float, default=0.98)
+    p.add_argument("--momentum", type=flags.fraction, default=0.9)
+    p.add_argument("--weight-decay", type=flags.non_negative_float, default=4e-5)
+    p.add_argument("--lr-step-epochs", type=flags.positive_int, default=1)
+    p.add_argument("--lr-gamma", type=flags.positive_float, default=0.98)
     return p
 
 

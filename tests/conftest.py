@@ -33,3 +33,13 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def load_script(script):
+    """An entry script (e.g. 'resnet50/train.py') as a module, to run in this process."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(script.replace("/", "_")[:-3],
+                                                  os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

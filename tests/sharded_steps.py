@@ -21,7 +21,8 @@ run = dist.setup("cpu")
 args = argparse.Namespace(epochs=1, max_steps=0, warmup_steps=1, eval_every=0, target_acc=0,
                           precision="fp32", print_freq=100, batch_size=4, synthetic=True,
                           out=os.path.dirname(out), checkpoint_every=(0, None),
-                          resume="never", keep_checkpoint=False, recipe=None)
+                          resume="never", keep_checkpoint=False, recipe=None,
+                          grad_accum=1)
 normalize = data.normalizer(bit_train.BIT_MEAN, bit_train.BIT_STD, "cpu")
 # different batches on each rank, so the gradients only agree once reduced
 g = torch.Generator().manual_seed(run.rank)

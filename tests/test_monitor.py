@@ -210,7 +210,7 @@ def test_train_loop_puts_the_summary_in_its_figures():
                               target_acc=0, precision="fp32", print_freq=100,
                               monitor_interval=0.02, batch_size=4, synthetic=True, out="runs",
                               checkpoint_every=(0, None), resume="never",
-                              keep_checkpoint=False)
+                              keep_checkpoint=False, grad_accum=1, recipe=None)
     figures = train_loop.train(
         cpu_run(), args, model, torch.optim.SGD(model.parameters(), lr=0.01),
         train_loader=batches, val_loader=None, normalize=lambda x: x.float() / 255,

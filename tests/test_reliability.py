@@ -29,7 +29,7 @@ def loop_args(tmp_path, **kw):
         "epochs": 1, "max_steps": 0, "warmup_steps": 1, "eval_every": 0, "target_acc": 0,
         "precision": "fp32", "print_freq": 4, "monitor_interval": 0, "checkpoint_every": (0, None),
         "resume": "never", "keep_checkpoint": False, "out": str(tmp_path), "synthetic": True,
-        "batch_size": 4, **kw})
+        "batch_size": 4, "grad_accum": 1, "recipe": None, **kw})
 
 
 def tiny_training(tmp_path, loss_fn, model=None, steps=10):

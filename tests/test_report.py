@@ -1,8 +1,10 @@
 """Records and tables: the seed's training table rebuilt from records, atomic writes."""
 import json
 import os
+import subprocess
+import sys
 
-import pytest
+from conftest import ROOT
 
 from common import report
 
@@ -81,11 +83,44 @@ def test_report_cli_renders_a_directory(tmp_path, capsys):
     assert "A100两机8卡（2x8）" in out and "11874" in out
 
 
-def test_report_cli_names_a_broken_file(tmp_path):
-    bad = tmp_path / "broken.json"
-    bad.write_text("{")
-    with pytest.raises(ValueError, match="broken.json"):
-        report.load_records([str(tmp_path)])
+def test_report_skips_what_is_no_record_naming_it_and_renders_the_rest(tmp_path):
+    """Through `python -m common.report`: a malformed file, another tool's JSON and a
+    record the tables cannot show are each one warning; an older record (keys missing)
+    still renders, its missing figures empty; the good records render."""
+    for rec in SEED_000_RECORDS[:2]:
+        report.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"},
+                            str(tmp_path))
+    (tmp_path / "broken.json").write_text("{")
+    (tmp_path / "package.json").write_text('{"name": "left-pad", "version": "1.3.0"}')
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "wrong.json").write_text(json.dumps({**SEED_000_RECORDS[0], "figures": {
+        **SEED_000_RECORDS[0]["figures"], "acc": "high"}}))
+    (tmp_path / "old.json").write_text(json.dumps({  # an early record: no device, nodes
+        "case": "infer", "model": "resnet50", "precision": "fp16", "batch_size": 256,
+        "figures": {"p_val_core": 812.0}}))
+    proc = subprocess.run([sys.executable, "-m", "common.report", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    warnings = sorted(proc.stderr.strip().splitlines())
+    assert len(warnings) == 4 and all(w.endswith("; left out") for w in warnings), warnings
+    assert warnings[0].startswith(f"warning: {tmp_path}/broken.json: not JSON (")
+    assert warnings[1] == (f"warning: {tmp_path}/list.json: not a result record of this suite "
+                           f"(no case and figures); left out")
+    assert warnings[2].startswith(f"warning: {tmp_path}/package.json: not a result record")
+    assert warnings[3].startswith(f"warning: {tmp_path}/wrong.json: a record these tables "
+                                  f"cannot show (ValueError: ")
+    assert "| A100单机8卡" not in proc.stdout and "| A100 1 node x 8 (1x8) | fp32" in proc.stdout
+    assert "28661" in proc.stdout and "22653" in proc.stdout
+    old = [line for line in proc.stdout.splitlines() if "812.0" in line]
+    assert len(old) == 1 and "| fp16" in old[0] and "256" in old[0]
+
+
+def test_report_of_a_missing_path_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "common.report", str(tmp_path / "nowhere")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"report.py: error: {tmp_path}/nowhere: no such file or directory; give record files "
+        f"or the --out directories of runs; see --help"]
 
 
 def test_report_command_adds_scaling_and_monitor_tables(tmp_path, capsys):

@@ -104,10 +104,12 @@ def test_killed_run_resumes_to_the_same_weights(dataset, uninterrupted, tmp_path
     assert [f for f in os.listdir(broken / "checkpoints") if not f.endswith("-final.pt")] == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["SIGTERM", "Ctrl-C", "SIGHUP"])
 def test_sigterm_writes_an_incomplete_record_and_a_checkpoint(dataset, tmp_path, sig):
     """The signal reaches the process and its loader worker, as scancel or a terminal
-    sends it: the worker carries on until the rank has written its checkpoint."""
+    sends it (SIGHUP: the terminal or ssh session closed): the worker carries on until
+    the rank has written its checkpoint."""
     args = ["resnet50/train.py", "--data-dir", dataset, "--image-size", 32, "--batch-size", 4,
             "--workers", 1, "--print-freq", 1, "--warmup-steps", 1, "--epochs", 3,
             "--checkpoint-every", "0", "--out", tmp_path]
@@ -116,7 +118,7 @@ def test_sigterm_writes_an_incomplete_record_and_a_checkpoint(dataset, tmp_path,
     rec = only_record(tmp_path)
     assert rec["status"] == "incomplete" and sig.name in rec["error"]
     assert rec["figures"]["images"] >= 2 * 4 and rec["figures"]["p_whole"] > 0
-    (ckpt,) = os.listdir(tmp_path / "checkpoints")
+    (ckpt,) = [f for f in os.listdir(tmp_path / "checkpoints") if f.endswith(".pt")]
     assert torch.load(tmp_path / "checkpoints" / ckpt, weights_only=True)["step"] >= 3
     assert "resumes from" in log
 

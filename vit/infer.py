@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from common import cli, data, dist, infer_loop, report
 from common.weights import load_weights
-from vit.model import MODELS
+from vit.model import MODELS, check_image_size
 
 
 def main(args, parser):
@@ -30,7 +30,12 @@ def main(args, parser):
     report.conclude(run, args, report.infer_record(run, args, args.model, figures, args.weights))
 
 
+def get_args_parser():
+    p = cli.infer_parser(__doc__)
+    p.add_argument("--model", choices=sorted(MODELS), default="vit_b_16")
+    p.rules.append(check_image_size)
+    return p
+
+
 if __name__ == "__main__":
-    parser = cli.infer_parser(__doc__)
-    parser.add_argument("--model", choices=sorted(MODELS), default="vit_b_16")
-    cli.entry(main, parser)
+    cli.entry(main, get_args_parser())

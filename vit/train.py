@@ -20,24 +20,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch
 from torchvision.transforms import v2
 
-from common import cli, data, dist, optim, report, train_loop
-from vit.model import MODELS
+from common import cli, data, dist, flags, optim, report, train_loop
+from vit.model import MODELS, check_image_size
 
 
 def get_args_parser():
     p = cli.train_parser(__doc__, batch_size=256, global_batch=4096, lr=0.003, epochs=300,
                          target_acc=79.982, grad_accum=None)
     p.add_argument("--model", choices=sorted(MODELS), default="vit_b_16")
-    p.add_argument("--weight-decay", type=float, default=0.3)
-    p.add_argument("--label-smoothing", type=float, default=0.11)
-    p.add_argument("--mixup-alpha", type=float, default=0.2)
-    p.add_argument("--cutmix-alpha", type=float, default=1.0)
-    p.add_argument("--randaugment-magnitude", type=int, default=9)
-    p.add_argument("--ra-reps", type=int, default=3,
+    p.add_argument("--weight-decay", type=flags.non_negative_float, default=0.3)
+    p.add_argument("--label-smoothing", type=flags.fraction, default=0.11)
+    p.add_argument("--mixup-alpha", type=flags.non_negative_float, default=0.2)
+    p.add_argument("--cutmix-alpha", type=flags.non_negative_float, default=1.0)
+    p.add_argument("--randaugment-magnitude", type=flags.number(int, low=0, high=30), default=9)
+    p.add_argument("--ra-reps", type=flags.positive_int, default=3,
                    help="repeated augmentation: copies of each image an epoch (1: off)")
-    p.add_argument("--warmup-epochs", type=int, default=30)
-    p.add_argument("--warmup-factor", type=float, default=0.033)
-    p.add_argument("--clip-grad", type=float, default=1.0)
+    p.add_argument("--warmup-epochs", type=flags.non_negative_int, default=30)
+    p.add_argument("--warmup-factor", type=flags.number(float, low=0, high=1, low_open=True), default=0.033)
+    p.add_argument("--clip-grad", type=flags.non_negative_float, default=1.0, help="0: off")
+    p.rules.append(check_image_size)
     return p
 
 
