@@ -15,9 +15,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
+from bit.sizes import KNOWN_MODELS
+from common import cli
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = cli.infer_parser(__doc__, image_size=480)
+    parser.add_argument("--model", choices=list(KNOWN_MODELS), default="BiT-M-R152x2")
+    args = parser.parse_args()
+
 from bit import model as bit_model
 from bit.train import BIT_MEAN, BIT_STD, hyperrule_transforms, load_weights
-from common import cli, data, dist, infer_loop, report
+from common import data, dist, infer_loop, report
 from common.errors import UserError
 
 
@@ -39,6 +47,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    parser = cli.infer_parser(__doc__, image_size=480)
-    parser.add_argument("--model", choices=list(bit_model.KNOWN_MODELS), default="BiT-M-R152x2")
-    cli.entry(main, parser)
+    cli.entry(main, parser, args)

@@ -34,6 +34,46 @@ import sys
 import tempfile
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPARISONS = ("harness", "loader", "models", "engine")
+
+
+def defaults_for(dev_type):
+    """Sizes that finish in minutes: full size on an accelerator, small on a CPU."""
+    if dev_type == "cpu":
+        return dict(image_size=64, batch_size=16, model_batch_size=4, precision="fp32",
+                    channels_last=False, steps=30, model_steps=6, warmup=2, loader_batches=40)
+    return dict(image_size=224, batch_size=256, model_batch_size=64, precision="amp",
+                channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30)
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
+    p.add_argument("--repeat", type=int, default=5,
+                   help="rounds of each comparison (medians and the range of their ratios)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="loader workers, the same for both loaders (default: %(default)s)")
+    # the sizes depend on the device, known only once torch is loaded: filled in by main
+    cpu, accelerator = defaults_for("cpu"), defaults_for("accelerator")
+    for key, value in cpu.items():
+        kind = type(value)
+        sizes = f"default: {value} on a CPU, {accelerator[key]} on an accelerator"
+        if kind is bool:
+            p.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                           default=None, help=sizes)
+        else:
+            p.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=sizes)
+    p.add_argument("--out", default="runs", help="directory for the JSON result")
+    p.add_argument("--bare-loop", help=argparse.SUPPRESS)  # the reference side of `harness`
+    return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    args = get_args_parser().parse_args()
+
 import torch
 import torch.utils.data as tud
 import torchvision
@@ -41,9 +81,6 @@ from tabulate import tabulate
 
 from common import data, device, dist, make_dataset, optim
 from common.report import write_json
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPARISONS = ("harness", "loader", "models", "engine")
 
 
 def timed_rate(step, steps, warmup, dev, images_per_step):
@@ -311,36 +348,15 @@ def engine(a):
     return rows
 
 
-def defaults_for(dev_type):
-    """Sizes that finish in minutes: full size on an accelerator, small on a CPU."""
-    if dev_type == "cpu":
-        return dict(image_size=64, batch_size=16, model_batch_size=4, precision="fp32",
-                    channels_last=False, steps=30, model_steps=6, warmup=2, loader_batches=40)
-    return dict(image_size=224, batch_size=256, model_batch_size=64, precision="amp",
-                channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30)
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
-    p.add_argument("--repeat", type=int, default=5,
-                   help="rounds of each comparison (medians and the range of their ratios)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="loader workers, the same for both loaders")
-    for key, value in defaults_for(device.select().type).items():
-        kind = type(value)
-        if kind is bool:
-            p.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                           default=value)
-        else:
-            p.add_argument(f"--{key.replace('_', '-')}", type=kind, default=value)
-    p.add_argument("--out", default="runs", help="directory for the JSON result")
-    p.add_argument("--bare-loop", help=argparse.SUPPRESS)  # the reference side of `harness`
-    a = p.parse_args(argv)
+def main(argv=None, args=None):
+    a = args or get_args_parser().parse_args(argv)
     if a.bare_loop:
         print(json.dumps({"images_per_s": bare_loop(**json.loads(a.bare_loop))}))
         return 0
     dev = device.select()
+    for key, value in defaults_for(dev.type).items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     rows = []
     for name in a.only:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
@@ -367,4 +383,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(args=args))

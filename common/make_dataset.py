@@ -41,14 +41,20 @@ def write(root, classes=10, train_per_class=40, val_per_class=10, size=96, seed=
     return root
 
 
+class _DefaultsAndLayout(argparse.ArgumentDefaultsHelpFormatter,
+                         argparse.RawDescriptionHelpFormatter):
+    """Every flag's default in --help, and the description's lines as written."""
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("root")
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--train-per-class", type=int, default=40)
-    p.add_argument("--val-per-class", type=int, default=10)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=_DefaultsAndLayout)
+    p.add_argument("root", help="the folder to write train/ and val/ into")
+    p.add_argument("--classes", type=int, default=10, help="class folders")
+    p.add_argument("--train-per-class", type=int, default=40, help="training images per class")
+    p.add_argument("--val-per-class", type=int, default=10, help="validation images per class")
     p.add_argument("--size", type=int, default=96, help="typical image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same images")
     a = p.parse_args(argv)
     write(a.root, a.classes, a.train_per_class, a.val_per_class, a.size, a.seed)
     print(f"wrote {a.classes} classes x ({a.train_per_class} train + {a.val_per_class} val) "

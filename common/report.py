@@ -19,11 +19,33 @@ import sys
 import tempfile
 import time
 
-import torch
-import torchvision
 from tabulate import tabulate
 
-from common import cli, clocks, device, dist, scaling
+from common import cli, scaling
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser(description="Render result tables from JSON records.")
+    p.add_argument("paths", nargs="+", help="record files or directories of them")
+    p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--failed-case", metavar="MODEL_CASE",
+                   help="write a failed record for this run_all.sh case (e.g. vit_train) "
+                        "into the one directory given, instead of rendering")
+    p.add_argument("--reason", default="", help="with --failed-case: why it failed")
+    p.add_argument("--config", default="1x1", help="with --failed-case: nodes x devices")
+    p.add_argument("--compare", metavar="REFERENCE_DIR",
+                   help="also print each record beside the reference row it matches, with "
+                        "the ratio of every throughput (e.g. results/reference)")
+    return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    args = get_args_parser().parse_args()
+
+import torch
+import torchvision
+
+from common import clocks, device, dist
 from common.flops import efficiency
 
 GiB = 1024 ** 3
@@ -401,19 +423,8 @@ def failed_case_record(case_name, reason, config):
             "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Render result tables from JSON records.")
-    p.add_argument("paths", nargs="+", help="record files or directories of them")
-    p.add_argument("--lang", choices=("en", "zh"), default="en")
-    p.add_argument("--failed-case", metavar="MODEL_CASE",
-                   help="write a failed record for this run_all.sh case (e.g. vit_train) "
-                        "into the one directory given, instead of rendering")
-    p.add_argument("--reason", default="", help="with --failed-case: why it failed")
-    p.add_argument("--config", default="1x1", help="with --failed-case: nodes x devices")
-    p.add_argument("--compare", metavar="REFERENCE_DIR",
-                   help="also print each record beside the reference row it matches, with "
-                        "the ratio of every throughput (e.g. results/reference)")
-    a = p.parse_args(argv)
+def main(argv=None, args=None):
+    a = args or get_args_parser().parse_args(argv)
     if a.failed_case:
         print(write_record(failed_case_record(a.failed_case, a.reason, a.config), a.paths[0]))
         return 0
@@ -449,4 +460,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(args=args))

@@ -15,9 +15,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
+from common import cli
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = cli.infer_parser(__doc__, channels_last=True)
+    args = parser.parse_args()
+
 import torchvision
 
-from common import cli, data, dist, infer_loop, report
+from common import data, dist, infer_loop, report
 from common.weights import load_weights
 
 
@@ -34,5 +40,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    parser = cli.infer_parser(__doc__, channels_last=True)
-    cli.entry(main, parser)
+    cli.entry(main, parser, args)

@@ -13,7 +13,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli, data, dist, infer_loop, report
+from common import cli
+from vit.sizes import SIZES
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = cli.infer_parser(__doc__)
+    parser.add_argument("--model", choices=sorted(SIZES), default="vit_b_16")
+    args = parser.parse_args()
+
+from common import data, dist, infer_loop, report
 from common.weights import load_weights
 from vit.model import MODELS
 
@@ -31,6 +39,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    parser = cli.infer_parser(__doc__)
-    parser.add_argument("--model", choices=sorted(MODELS), default="vit_b_16")
-    cli.entry(main, parser)
+    cli.entry(main, parser, args)

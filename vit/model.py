@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vit.sizes import SIZES
+
 
 def interpolate_pos_embedding(pos: torch.Tensor, new_grid: int) -> torch.Tensor:
     """Resize a (1, 1 + g*g, D) position embedding to (1, 1 + new_grid**2, D)."""
@@ -143,17 +145,17 @@ def _vit(patch_size, num_layers, num_heads, hidden_dim, mlp_dim, image_size=224,
 
 def vit_b_16(**kw) -> VisionTransformer:
     """ViT-B/16: 12 layers, 12 heads, width 768, mlp 3072 (86.6M parameters at 1000 classes)."""
-    return _vit(16, 12, 12, 768, 3072, **kw)
+    return _vit(*SIZES["vit_b_16"], **kw)
 
 
 def vit_l_16(**kw) -> VisionTransformer:
     """ViT-L/16: 24 layers, 16 heads, width 1024, mlp 4096."""
-    return _vit(16, 24, 16, 1024, 4096, **kw)
+    return _vit(*SIZES["vit_l_16"], **kw)
 
 
 def vit_tiny(**kw) -> VisionTransformer:
     """A small ViT for tests: patch 16, 2 layers, 3 heads, width 192, mlp 768."""
-    return _vit(16, 2, 3, 192, 768, **kw)
+    return _vit(*SIZES["vit_tiny"], **kw)
 
 
 MODELS = {"vit_b_16": vit_b_16, "vit_l_16": vit_l_16, "vit_tiny": vit_tiny}
