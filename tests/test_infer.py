@@ -51,6 +51,15 @@ def test_resnet50_two_ranks_eager_engine(dataset, weights, tmp_path):
     rec = only_record(tmp_path)
     check_record(rec)
     assert rec["config"] == "1x2" and rec["weights"] == str(weights["resnet50"])
+    # progress from rank 0 only: a header with the settled values, each pass's last line
+    out = proc.stdout
+    assert out.count("resnet50 inference on 2 x CPU (1x2") == 1
+    assert "  batch 3 per device, 6 global; precision fp32, channels-last\n" in out
+    assert f"  data: {dataset}: 4 classes, 20 val images\n" in out
+    assert out.count("validation pass (eager): 20 images in ") == 1
+    assert out.count("engine 'eager': building for batches of [1, 3] ...") == 1
+    assert out.count("inference pass (eager): 20 images in ") == 1
+    assert "config:" not in out  # the whole config is in the record, and under --debug
 
 
 def test_vit_compiled_engine_matches_eager(dataset, weights, tmp_path):
