@@ -454,6 +454,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     if isinstance(stop, tuple):
         stop = stop[0]
     figures = clocks.figures(run)
+    if figures.get("why_empty"):
+        dist.print0(run, f"warning: p_whole, p_train and p_core are empty: "
+                         f"{figures['why_empty']}", file=sys.stderr)
     monitor.stop(mon)
     figures["monitor"] = monitor.summary(run, mon, clocks.window, figures["images"], args)
     figures.update(dist.memory_figures(run))
