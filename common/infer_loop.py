@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import data, dist, monitor, progress
+from common import data, dist, history, monitor, progress
 from common.clocks import CoreTimer, percentiles, rate
 from common.device import DTYPES
 from common.errors import UserError
@@ -144,6 +144,7 @@ def run_inference(run, args, model, loader, normalize):
     flops = flops_per_image(model, args.image_size)
     dev.reset_peak_memory()
     mon = monitor.start(run, args)
+    started = time.perf_counter()  # the history's clock
 
     progress.header(run, args, "inference", _data_words(args, loader),
                     f"validation pass eager, inference pass through engine '{args.engine}'")
@@ -174,8 +175,11 @@ def run_inference(run, args, model, loader, normalize):
     memory = dist.memory_figures(run)
     monitor.stop(mon)
     # each pass over its own window; perf_counter windows mean nothing in a record
-    passes = {name: monitor.summary(run, mon, p.pop("window"), p["images"], args)
+    windows = {"val": val.pop("window"), "infer": infer.pop("window")}
+    passes = {name: monitor.summary(run, mon, windows[name], p["images"], args)
               for name, p in (("val", val), ("infer", infer))}
+    timeline = {"monitor": history.monitor_series(mon, started),
+                **{f"{name}_s": history.window_s(w, started) for name, w in windows.items()}}
     return {
         "images": val["images"] // args.repeat, "build_s": build_s, "engine": args.engine,
         "flops_per_image": flops,
@@ -187,5 +191,5 @@ def run_inference(run, args, model, loader, normalize):
         "acc_val": val["top1"], "acc_infer": infer["top1"],
         "acc5_val": val["top5"], "acc5_infer": infer["top5"],
         "val_pass": val, "infer_pass": infer,
-        **memory, "monitor": passes,
+        **memory, "monitor": passes, "history": timeline,
     }

@@ -21,7 +21,8 @@ import time
 
 from tabulate import tabulate
 
-from common import cli, scaling
+from common import cli, plots, scaling
+from common.errors import UserError
 
 
 def get_args_parser():
@@ -36,6 +37,9 @@ def get_args_parser():
     p.add_argument("--compare", metavar="REFERENCE_DIR",
                    help="also print each record beside the reference row it matches, with "
                         "the ratio of every throughput (e.g. results/reference)")
+    p.add_argument("--plots", metavar="OUTDIR",
+                   help="also write PNGs (convergence, training loss and rate, scaling, "
+                        "hardware monitor) to OUTDIR; needs matplotlib")
     return p
 
 
@@ -432,14 +436,14 @@ def main(argv=None, args=None):
     if not records:
         print(f"no result records under {' '.join(a.paths)}", file=sys.stderr)
         return 1
-    if a.compare:
-        from common import compare  # it renders its rows with this module's
-        from common.errors import UserError
-        try:
-            references = compare.load_references(a.compare)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    from common import compare  # it renders its rows with this module's
+    try:  # before the tables: a missing package or reference is said at once
+        if a.plots:
+            plots.pyplot()
+        references = compare.load_references(a.compare) if a.compare else None
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if any(r["case"] == "train" for r in records):
         print("Training\n")
         print(train_table(records, a.lang))
@@ -456,6 +460,8 @@ def main(argv=None, args=None):
         print(power_table(records, a.lang))
     if a.compare:
         print("\n" + compare.comparison(records, references, a.lang))
+    if a.plots:
+        print("\nPlots\n\n" + "\n".join(plots.write_all(records, a.plots)))
     return 0
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import checkpoint, cli, data, dist, monitor, optim, profile, progress
+from common import checkpoint, cli, data, dist, history, monitor, optim, profile, progress
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
@@ -219,9 +219,10 @@ def _resume(state, clocks, run):
     return state["step"], state["evals"], state["epoch"], state["batch"], resumed
 
 
-def _progress_line(run, total_steps, step):
+def _progress_line(run, total_steps, step, rows, t0):
     """A printer of the progress line: the rate and eta from the steps since its last
-    line (a progress figure only: the record's figures come from the clocks)."""
+    line (a progress figure only: the record's figures come from the clocks). Each
+    line's figures are appended to `rows` (history.STEP_COLUMNS, seconds from t0)."""
     last = {"t": time.perf_counter(), "step": step}
 
     def line(epoch, step, loss, lr, images_per_step):
@@ -231,6 +232,7 @@ def _progress_line(run, total_steps, step):
         eta = seconds / steps * (total_steps - step)
         dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
                          f"lr {lr:.4g} {rate:.1f} img/s eta {progress.fmt_eta(eta)}")
+        rows.append([step, round(now - t0, 3), loss, rate])
         last.update(t=now, step=step)
     return line
 
@@ -317,7 +319,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     stopper = StopRequest()
     # the step at which the loss first was not finite, kept on the device: no sync per step
     first_bad = torch.zeros((), dtype=torch.long, device=dev.torch_device)
-    step_line = _progress_line(run, total_steps, step)
+    started, step_rows = time.perf_counter(), []  # the history's clock and rows
+    step_line = _progress_line(run, total_steps, step, step_rows, started)
 
     def save(epoch, batch, path=None):
         with clocks.paused("checkpoint"):
@@ -459,6 +462,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                          f"{figures['why_empty']}", file=sys.stderr)
     monitor.stop(mon)
     figures["monitor"] = monitor.summary(run, mon, clocks.window, figures["images"], args)
+    figures["history"] = {"steps": history.series(history.STEP_COLUMNS, step_rows),
+                          "monitor": history.monitor_series(mon, started),
+                          "timed_s": history.window_s(clocks.window, started)}
     figures.update(dist.memory_figures(run))
     bad = getattr(getattr(train_loader, "dataset", None), "bad", None)
     (skipped,) = dist.sum_all(run, [bad.value if bad is not None else 0])
