@@ -1,4 +1,4 @@
-"""The training clocks of METRICS.md, in one place.
+"""The training clocks of docs/METRICS.md, in one place.
 
     whole  wall time of the timed region (evaluations and checkpoints included)
     train  whole minus evaluation and checkpoint time (data loading stays in)

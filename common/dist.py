@@ -126,7 +126,7 @@ def barrier(run):
 
 
 def memory_figures(run):
-    """mem of METRICS.md: the largest peak any rank's allocator reserved and the device's
+    """mem of docs/METRICS.md: the largest peak any rank's allocator reserved and the device's
     total memory, in GiB; the peak is None where the device cannot tell it."""
     peak = run.device.peak_memory()
     (most,) = max_all(run, [-1 if peak is None else peak])

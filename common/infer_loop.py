@@ -1,4 +1,4 @@
-"""The two inference passes of METRICS.md, batch-1 latency, and the engines.
+"""The two inference passes of docs/METRICS.md, batch-1 latency, and the engines.
 
 1. validation: the eager model in eval() and inference mode -> p_val_whole, p_val_core
 2. inference: the engine (torch.compile by default, TensorRT where it imports, or

@@ -118,7 +118,7 @@ def weights_source(weights):
 
 
 def train_record(run, args, parser, model_name, figures, flops_per_img):
-    """The training record of METRICS.md: figures, recipe and overrides, environment."""
+    """The training record of docs/METRICS.md: figures, recipe and overrides, environment."""
     fig = dict(figures)
     evals = fig.pop("evals", [])
     status, error = fig.pop("status", "ok"), fig.pop("error", None)
@@ -139,7 +139,7 @@ def train_record(run, args, parser, model_name, figures, flops_per_img):
 
 
 def infer_record(run, args, model_name, figures, weights):
-    """The inference record of METRICS.md."""
+    """The inference record of docs/METRICS.md."""
     fig = dict(figures)
     source = weights_source(weights)
     if args.synthetic or source == "random":  # random labels or weights: no accuracy

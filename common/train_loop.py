@@ -276,7 +276,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     grad_accum defaults to args.grad_accum, as cli.settle_recipe set it.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc, precision,
     print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
-    METRICS.md's training clocks plus accuracy, and the run's status."""
+    docs/METRICS.md's training clocks plus accuracy, and the run's status."""
     dev = run.device
     # flag checks first, before any search, load or thread
     profile.check(args)
