@@ -155,8 +155,8 @@ def seed_infer_record(precision, e2e, val_whole, val_core, inf_whole, inf_core, 
 def test_seed_001_table_from_records():
     records = [seed_infer_record("fp16", 585.8, 1353.3, 4390.9, 1384.5, 11710.0, 76.17, 76.21, 19.88),
                seed_infer_record("fp32", 474.4, 1487.3, 2653.2, 1560.3, 6091.6, 76.20, 76.19, 28.86)]
-    lines = report.infer_table(records, lang="zh", extra=False).splitlines()
+    lines = report.infer_table(records, lang="zh").splitlines()
     assert cells(lines[0])[0] == ["配置", "precision", "bs", "e2e_time", "p_val_whole",
                                   "p_val_core", "p_infer_whole", "p_infer_core", "latency",
-                                  "acc", "mem"]
+                                  "acc(验证/推理)", "mem"]
     assert cells("\n".join(lines[2:])) == cells(SEED_001_ROWS)
