@@ -15,9 +15,22 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
+from bit.sizes import KNOWN_MODELS
+from common import cli
+
+def get_args_parser():
+    p = cli.infer_parser(__doc__, image_size=480)
+    p.add_argument("--model", choices=list(KNOWN_MODELS), default="BiT-M-R152x2")
+    return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = get_args_parser()
+    args = parser.parse_args()
+
 from bit import model as bit_model
 from bit.train import BIT_MEAN, BIT_STD, hyperrule_transforms, load_weights
-from common import cli, data, dist, infer_loop, report
+from common import data, dist, infer_loop, report
 from common.errors import UserError
 
 
@@ -38,11 +51,5 @@ def main(args, parser):
     report.conclude(run, args, report.infer_record(run, args, args.model, figures, args.weights))
 
 
-def get_args_parser():
-    p = cli.infer_parser(__doc__, image_size=480)
-    p.add_argument("--model", choices=list(bit_model.KNOWN_MODELS), default="BiT-M-R152x2")
-    return p
-
-
 if __name__ == "__main__":
-    cli.entry(main, get_args_parser())
+    cli.entry(main, parser, args)

@@ -22,18 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bit.sizes import KNOWN_MODELS  # noqa: F401 (name -> (units per block, width factor))
+
 GN_GROUPS = 32
 GN_EPS = 1e-5
 WS_EPS = 1e-10  # big_transfer's value; timm's BiT models use 1e-8
-
-# name -> (units per block, width factor)
-KNOWN_MODELS = OrderedDict()
-for _tier in ("M", "S"):
-    for _depth, _units in (("50", (3, 4, 6, 3)), ("101", (3, 4, 23, 3)), ("152", (3, 8, 36, 3))):
-        for _wf in (1, 2, 3, 4):
-            KNOWN_MODELS[f"BiT-{_tier}-R{_depth}x{_wf}"] = (_units, _wf)
-# Smallest GroupNorm(32)-compatible net: stem/first bottleneck have 32 channels.
-KNOWN_MODELS["tiny"] = ((1, 1, 1, 1), 0.5)
 
 
 class StdConv2d(nn.Conv2d):

@@ -26,14 +26,8 @@ from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-import torch
-from torch.distributed.device_mesh import init_device_mesh
-from torch.utils.checkpoint import checkpoint
-from torchvision.transforms import v2
-
-from bit import model as bit_model
-from common import cli, data, dist, flags, optim, report, train_loop
-from common.errors import UserError
+from bit.sizes import KNOWN_MODELS
+from common import cli, flags
 
 CHECKPOINTS_URL = "https://storage.googleapis.com/bit_models"
 BIT_MEAN = BIT_STD = (0.5, 0.5, 0.5)  # inputs scaled to [-1, 1]
@@ -43,7 +37,7 @@ def get_args_parser():
     # --epochs only bounds the run: the recipe ends at --total-steps
     p = cli.train_parser(__doc__, batch_size=16, global_batch=128, lr=0.003, epochs=100,
                          target_acc=83, image_size=480)
-    p.add_argument("--model", choices=list(bit_model.KNOWN_MODELS), default="BiT-M-R152x2")
+    p.add_argument("--model", choices=list(KNOWN_MODELS), default="BiT-M-R152x2")
     p.add_argument("--weights", default="random", metavar="PATH.npz",
                    help="official BiT checkpoint to fine-tune (random: none, with a warning)")
     p.add_argument("--momentum", type=flags.fraction, default=0.9)
@@ -59,6 +53,20 @@ def get_args_parser():
     p.add_argument("--activation-checkpointing", action="store_true",
                    help="recompute each bottleneck unit in the backward pass")
     return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = get_args_parser()
+    args = parser.parse_args()
+
+import torch
+from torch.distributed.device_mesh import init_device_mesh
+from torch.utils.checkpoint import checkpoint
+from torchvision.transforms import v2
+
+from bit import model as bit_model
+from common import data, dist, optim, report, train_loop
+from common.errors import UserError
 
 
 def hyperrule_transforms(image_size):
@@ -189,5 +197,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    parser = get_args_parser()
-    cli.entry(main, parser)
+    cli.entry(main, parser, args)

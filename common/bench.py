@@ -34,19 +34,60 @@ import sys
 import tempfile
 import time
 
+from common.errors import UserError
+from common.files import check_writable
+from common.flags import Parser, non_negative_int, positive_int
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPARISONS = ("harness", "loader", "models", "engine")
+
+
+def defaults_for(dev_type):
+    """Sizes that finish in minutes: full size on an accelerator, small on a CPU."""
+    if dev_type == "cpu":
+        return dict(image_size=64, batch_size=16, model_batch_size=4, precision="fp32",
+                    channels_last=False, steps=30, model_steps=6, warmup=2, loader_batches=40)
+    return dict(image_size=224, batch_size=256, model_batch_size=64, precision="amp",
+                channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30)
+
+
+def get_args_parser():
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+               allow_abbrev=False)
+    p.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
+    p.add_argument("--repeat", type=positive_int, default=5,
+                   help="rounds of each comparison (medians and the range of their ratios)")
+    p.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1,
+                   help="loader workers, the same for both loaders (default: %(default)s)")
+    # the sizes depend on the device, known only once torch is loaded: filled in by main
+    cpu, accelerator = defaults_for("cpu"), defaults_for("accelerator")
+    for key, value in cpu.items():
+        kind = type(value)
+        sizes = f"default: {value} on a CPU, {accelerator[key]} on an accelerator"
+        if kind is bool:
+            p.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                           default=None, help=sizes)
+        elif key == "precision":
+            p.add_argument("--precision", choices=("fp32", "tf32", "amp", "bf16"), default=None,
+                           help=sizes)
+        else:
+            p.add_argument(f"--{key.replace('_', '-')}", default=None, help=sizes,
+                           type=non_negative_int if key == "warmup" else positive_int)
+    p.add_argument("--out", default="runs", help="directory for the JSON result")
+    p.add_argument("--bare-loop", help=argparse.SUPPRESS)  # the reference side of `harness`
+    return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    args = get_args_parser().parse_args()
+
 import torch
 import torch.utils.data as tud
 import torchvision
 from tabulate import tabulate
 
 from common import data, device, dist, make_dataset, optim
-from common.errors import UserError
-from common.files import check_writable
-from common.flags import Parser, non_negative_int, positive_int
 from common.report import write_json
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPARISONS = ("harness", "loader", "models", "engine")
 
 
 def timed_rate(step, steps, warmup, dev, images_per_step):
@@ -314,40 +355,9 @@ def engine(a):
     return rows
 
 
-def defaults_for(dev_type):
-    """Sizes that finish in minutes: full size on an accelerator, small on a CPU."""
-    if dev_type == "cpu":
-        return dict(image_size=64, batch_size=16, model_batch_size=4, precision="fp32",
-                    channels_last=False, steps=30, model_steps=6, warmup=2, loader_batches=40)
-    return dict(image_size=224, batch_size=256, model_batch_size=64, precision="amp",
-                channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30)
-
-
-def get_args_parser():
-    p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
-    p.add_argument("--repeat", type=positive_int, default=5,
-                   help="rounds of each comparison (medians and the range of their ratios)")
-    p.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1,
-                   help="loader workers, the same for both loaders")
-    for key, value in defaults_for(device.select().type).items():
-        kind = type(value)
-        if kind is bool:
-            p.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                           default=value)
-        elif key == "precision":
-            p.add_argument("--precision", choices=("fp32", "tf32", "amp", "bf16"), default=value)
-        else:
-            p.add_argument(f"--{key.replace('_', '-')}", default=value,
-                           type=non_negative_int if key == "warmup" else positive_int)
-    p.add_argument("--out", default="runs", help="directory for the JSON result")
-    p.add_argument("--bare-loop", help=argparse.SUPPRESS)  # the reference side of `harness`
-    return p
-
-
-def main(argv=None):
+def main(argv=None, args=None):
     p = get_args_parser()
-    a = p.parse_args(argv)
+    a = args or p.parse_args(argv)
     if not a.bare_loop:
         try:
             check_writable(a.out)  # before minutes of measuring, not after
@@ -357,6 +367,9 @@ def main(argv=None):
         print(json.dumps({"images_per_s": bare_loop(**json.loads(a.bare_loop))}))
         return 0
     dev = device.select()
+    for key, value in defaults_for(dev.type).items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     rows = []
     for name in a.only:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
@@ -383,4 +396,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(args=args))

@@ -18,14 +18,12 @@ nodes, --out must be storage they all see.
 """
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import hashlib
 import json
 import os
 import random
-import re
 import sys
 
 import torch
@@ -39,32 +37,6 @@ OPERATIONAL = {"out", "resume", "keep_checkpoint", "checkpoint_every", "debug", 
                "dist_timeout", "profile"}
 # flags that name a file or folder: the same one however it is spelt
 PATHS = {"data_dir", "weights"}
-
-
-def every(text):
-    """--checkpoint-every: '1epoch', '2epochs', '500steps', or '0' for never ->
-    (count, 'epoch' | 'step'), (0, None) for never."""
-    m = re.fullmatch(r"\s*(\d+)\s*(epochs?|steps?)?\s*", text)
-    if not m or (m.group(1) != "0" and not m.group(2)):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give a count and a unit, e.g. 1epoch, 2epochs or 500steps (0: never)")
-    n = int(m.group(1))
-    return (n, m.group(2).rstrip("s")) if n else (0, None)
-
-
-every.refuses = "3"
-
-
-def add_flags(parser):
-    a = parser.add_argument
-    a("--checkpoint-every", type=every, default=None, metavar="N{epochs,steps}",
-      help="write a checkpoint every N epochs or optimizer steps (default: 1epoch with "
-           "--data-dir, never with --synthetic; 0: never)")
-    a("--resume", default="auto", metavar="auto|never|PATH",
-      help="auto: continue from this command's checkpoint in --out if there is one; "
-           "never: start afresh; PATH: continue from that checkpoint")
-    a("--keep-checkpoint", action="store_true",
-      help="keep the final state as <checkpoint>-final.pt instead of removing the checkpoint")
 
 
 def _resolved(key, value):

@@ -2,19 +2,24 @@
 
 A script builds its parser with `train_parser(recipe defaults)`, adds its own recipe
 flags, and reports as fix_hp every recipe value the user changed from those defaults.
+Nothing here imports torch: a script parses its flags before it loads torch, so
+`--help` and a mistyped flag answer at once.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import os
+import re
 import signal
 import sys
 
-from common import checkpoint, device, files, optim, profile
+from common import files
 from common.errors import UserError
 from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
                           positive_float, positive_int)
+
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 
 # recipe hyper-parameters and their short names in the fix_hp column
 HP_NAMES = {
@@ -25,6 +30,16 @@ HP_NAMES = {
     "warmup_epochs": "warmup_ep", "warmup_lr_steps": "warmup_lr", "lr_decay_steps": "lr_decay",
     "total_steps": "steps", "ra_reps": "ra_reps",
 }
+
+
+def peak_tflops_arg(text):
+    """--peak-tflops, read by the device shim; it loads torch, so only when the flag is
+    given, not for --help."""
+    from common import device
+    return device.peak_tflops_arg(text)
+
+
+peak_tflops_arg.refuses = "fast"  # a value it refuses, for the test of every flag
 
 
 def batch_size_arg(text, auto=True):
@@ -75,7 +90,7 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
       help="seconds a collective waits for a lost rank before the run ends with an error")
     a("--monitor-interval", type=non_negative_float, default=1.0,
       help="seconds between samples of device power, memory, use and temperature (0: off)")
-    a("--peak-tflops", type=device.peak_tflops_arg, default=None,
+    a("--peak-tflops", type=peak_tflops_arg, default=None,
       help="the device's dense peak for MFU, where the table lacks it: 312 or fp16=312,fp32=19.5")
     return p
 
@@ -119,14 +134,42 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
     a("--skip-bad-images", action="store_true",
       help="skip training images that cannot be decoded (counted in the record) instead "
            "of stopping; validation images are never skipped")
-    checkpoint.add_flags(p)
-    optim.add_flag(p)
+    checkpoint_flags(p)
+    a("--optimizer-impl", choices=OPTIMIZER_IMPLS, default="auto",
+      help="fused, foreach or loop: the same update, at different speeds; auto: fused "
+           "where torch has the kernels for the device, torch's default elsewhere")
     # what --batch-size auto falls back to, and what the learning rate is scaled from
     p.set_defaults(recipe_batch_size=batch_size, reference_global_batch=global_batch,
                    reference_lr=lr, recipe=None)
     p.rules += [settle_for_checks, check_resume, check_run_length, check_compile,
-                profile.check]
+                check_profile]
     return p
+
+
+def every(text):
+    """--checkpoint-every: '1epoch', '2epochs', '500steps', or '0' for never ->
+    (count, 'epoch' | 'step'), (0, None) for never."""
+    m = re.fullmatch(r"\s*(\d+)\s*(epochs?|steps?)?\s*", text)
+    if not m or (m.group(1) != "0" and not m.group(2)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a count and a unit, e.g. 1epoch, 2epochs or 500steps (0: never)")
+    n = int(m.group(1))
+    return (n, m.group(2).rstrip("s")) if n else (0, None)
+
+
+every.refuses = "3"
+
+
+def checkpoint_flags(parser):
+    a = parser.add_argument
+    a("--checkpoint-every", type=every, default=None, metavar="N{epochs,steps}",
+      help="write a checkpoint every N epochs or optimizer steps (default: 1epoch with "
+           "--data-dir, never with --synthetic; 0: never)")
+    a("--resume", default="auto", metavar="auto|never|PATH",
+      help="auto: continue from this command's checkpoint in --out if there is one; "
+           "never: start afresh; PATH: continue from that checkpoint")
+    a("--keep-checkpoint", action="store_true",
+      help="keep the final state as <checkpoint>-final.pt instead of removing the checkpoint")
 
 
 def infer_parser(description, *, image_size=224, batch_size=256, channels_last=False):
@@ -173,6 +216,13 @@ def compile_modes():
         return tuple(list_mode_options())
     except ImportError:  # older torch: the modes its torch.compile documents
         return ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_profile(args):
+    """--profile profiles warm-up steps after the first and before the last: it needs 3."""
+    if args.profile and args.warmup_steps < 3:
+        raise UserError("--profile: it profiles warm-up steps (the second to the one before "
+                        "the timed region), never timed ones; give --warmup-steps 3 or more")
 
 
 def check_compile_mode(args):
@@ -229,10 +279,9 @@ def check_flags(args, parser):
         rule(args)
 
 
-def entry(main, parser, argv=None):
-    """Parse and check the flags, then run main(args, parser); a UserError ends in one
-    line and exit 2."""
-    args = parser.parse_args(argv)
+def entry(main, parser, args):
+    """Check the flags already parsed, then run main(args, parser); a UserError ends in
+    one line and exit 2."""
     try:
         check_flags(args, parser)
         return main(args, parser)

@@ -1,4 +1,4 @@
-"""The training clocks of METRICS.md, in one place.
+"""The training clocks of docs/METRICS.md, in one place.
 
     whole  wall time of the timed region (evaluations and checkpoints included)
     train  whole minus evaluation and checkpoint time (data loading stays in)
@@ -140,7 +140,9 @@ class TrainClocks:
     @property
     def window(self):
         """(start, end) perf_counter seconds of the timed region, None until figures()."""
-        return None if self.region_end is None else (self.region_start, self.region_end)
+        if self.region_start is None or self.region_end is None or not self.images:
+            return None  # the run ended within its warm-up: nothing was timed
+        return self.region_start, self.region_end
 
     @property
     def timing(self):
@@ -210,11 +212,14 @@ class TrainClocks:
             self._start_region()
 
     def figures(self, run):
-        """p_whole, p_train, p_core (img/s): total images over total time. Empty figures
-        when the run never left warm-up."""
+        """p_whole, p_train, p_core (img/s): total images over total time. Empty figures,
+        and why, when the run never timed a step."""
         t = self._totals(run)
-        if not self.timing and not t["images"]:
-            return {"images": 0}
+        if not t["images"]:
+            return {"images": 0, "timed_steps": 0, "why_empty": (
+                f"no timed step: the run ended at step {self.steps}, within its "
+                f"{self.warmup_steps} warm-up steps; give --max-steps (or the epochs' "
+                f"steps) above --warmup-steps")}
         step_times = t["step_times"]
         return {
             "images": t["images"],

@@ -106,8 +106,7 @@ def _columns(case):
     """Headers and row cells of a case, as the report's own tables render them."""
     if case == "train":
         return ["config", *report.TRAIN_COLUMNS], report.train_row
-    return ["config", *report.INFER_COLUMNS], \
-        lambda rec, lang: report.infer_row(rec, lang, extra=False)
+    return ["config", *report.INFER_COLUMNS], report.infer_row
 
 
 def _seed_rows(ours, ref, headers, row, lang):

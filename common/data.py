@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 import threading
+import time
 
 import numpy as np
 import torch
@@ -29,7 +30,8 @@ except ImportError:
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
 
-from common import cli
+from common import cli, progress
+from common.dist import print0
 from common.errors import UserError
 
 # what ImageFolder reads, and GIF (its first frame), which read_image decodes too
@@ -351,8 +353,7 @@ def loaders(args, run, train_tf, eval_tf, repeats=1):
         return train, None, args.num_classes
     if not args.data_dir:
         raise DataError("no data: give --data-dir DIR (train/ and val/ inside) or --synthetic")
-    train_set = image_folder(args.data_dir, "train", train_tf)
-    val_set = image_folder(args.data_dir, "val", eval_tf)
+    train_set, val_set = scan(args, run, train=train_tf, val=eval_tf)
     check_same_classes(train_set, val_set)
     for split in (train_set, val_set):
         warn_unread(split, run)
@@ -361,7 +362,21 @@ def loaders(args, run, train_tf, eval_tf, repeats=1):
     cli.check_steps(args, len(train), f"{len(train_set)} training images at --batch-size "
                                       f"{batch_size_of(args)} on {run.world_size} ranks")
     return (train, eval_loader(val_set, batch_size_of(args), args.workers, run),
-            len(train_set.classes))
+            args.num_classes)
+
+
+def scan(args, run, **transforms):
+    """An ImageFolder per split of --data-dir ({split: transform}), the image counts
+    printed (listing ImageNet's 1.3 million files takes a while); args.num_classes
+    becomes the dataset's, so the header and the record say what ran."""
+    print0(run, f"data: listing the images of {args.data_dir} ...")
+    t0 = time.perf_counter()
+    sets = [image_folder(args.data_dir, split, tf) for split, tf in transforms.items()]
+    args.num_classes = len(sets[0].classes)
+    counts = {split: len(s) for split, s in zip(transforms, sets)}
+    print0(run, f"data: {progress.data_words(args, **counts)} "
+                f"({time.perf_counter() - t0:.1f} s)")
+    return sets
 
 
 def val_inputs(args, run, eval_tf, mean=IMAGENET_MEAN, std=IMAGENET_STD):
@@ -373,13 +388,12 @@ def val_inputs(args, run, eval_tf, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         return loader, args.num_classes, normalize
     if not args.data_dir:
         raise DataError("no data: give --data-dir DIR (val/ inside) or --synthetic")
-    val_set = image_folder(args.data_dir, "val", eval_tf)
+    (val_set,) = scan(args, run, val=eval_tf)
     warn_unread(val_set, run)
     if len(val_set) < run.world_size:
         raise DataError(f"{val_set.root}: {len(val_set)} images for {run.world_size} ranks; "
                         f"every rank needs one: launch at most {len(val_set)} processes")
-    return (eval_loader(val_set, args.batch_size, args.workers, run), len(val_set.classes),
-            normalize)
+    return eval_loader(val_set, args.batch_size, args.workers, run), args.num_classes, normalize
 
 
 def imagenet_inputs(args, run, randaugment_magnitude=None, repeats=1):

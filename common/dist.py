@@ -11,7 +11,6 @@ The configuration a record reports (nodes x devices) comes from these, never fro
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from dataclasses import dataclass
 
@@ -85,11 +84,11 @@ def setup(requested_device="auto", timeout_s=600):
 
 
 def start(args):
-    """setup() for a script's args: device, process group, precision, seed; prints the config."""
+    """setup() for a script's args: device, process group, precision, seed. The header
+    comes later (common.progress), once data and batch have settled the config."""
     run = setup(args.device, getattr(args, "dist_timeout", 600))
     run.device.set_precision(args.precision)
     torch.manual_seed(args.seed)
-    print0(run, "config:", json.dumps(vars(args)))
     return run
 
 
@@ -127,7 +126,7 @@ def barrier(run):
 
 
 def memory_figures(run):
-    """mem of METRICS.md: the largest peak any rank's allocator reserved and the device's
+    """mem of docs/METRICS.md: the largest peak any rank's allocator reserved and the device's
     total memory, in GiB; the peak is None where the device cannot tell it."""
     peak = run.device.peak_memory()
     (most,) = max_all(run, [-1 if peak is None else peak])

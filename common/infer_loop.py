@@ -1,4 +1,4 @@
-"""The two inference passes of METRICS.md, batch-1 latency, and the engines.
+"""The two inference passes of docs/METRICS.md, batch-1 latency, and the engines.
 
 1. validation: the eager model in eval() and inference mode -> p_val_whole, p_val_core
 2. inference: the engine (torch.compile by default, TensorRT where it imports, or
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from common import data, dist, monitor
+from common import data, dist, history, monitor, progress
 from common.clocks import CoreTimer, percentiles, rate
 from common.device import DTYPES
 from common.errors import UserError
@@ -55,7 +55,7 @@ def _prepare(normalize, dtype):
     return lambda images: normalize(images).to(dtype)
 
 
-def timed_pass(model, loader, run, prep, warmup_batches, repeat=1):
+def timed_pass(model, loader, run, prep, warmup_batches, repeat=1, name="pass"):
     """One (or `repeat`) pass(es) over the loader: exact top-1/top-5 and the clocks."""
     dev = run.device
     first = data.to_device(next(iter(loader)), run)[0]
@@ -68,6 +68,8 @@ def timed_pass(model, loader, run, prep, warmup_batches, repeat=1):
     correct1 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
     correct5 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
     images = 0
+    # the pass's line starts with its clock, after the warm-up batches
+    tick = progress.pass_progress(run, name, progress.images_in(loader, run) * repeat)
     dev.synchronize()
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -83,12 +85,14 @@ def timed_pass(model, loader, run, prep, warmup_batches, repeat=1):
                 correct1 += hits[:, 0].sum()
                 correct5 += hits.any(dim=1).sum()
                 images += labels.shape[0]
+                tick(images * run.world_size)
     core = timer.total()
     dev.synchronize()
     t1 = time.perf_counter()
     whole = t1 - t0
     c1, c5, n = dist.sum_all(run, [correct1.item(), correct5.item(), images])
     whole, core = dist.max_all(run, [whole, core])
+    tick(int(n), final=True)
     return {"images": int(n), "whole_s": whole, "core_s": core, "window": (t0, t1),
             "p_whole": rate(n, whole), "p_core": rate(n, core),
             "top1": 100.0 * c1 / n if n else None, "top5": 100.0 * c5 / n if n else None,
@@ -123,6 +127,12 @@ def batch_sizes(loader):
     return {bs} | ({n % bs} if n % bs else set())
 
 
+def _data_words(args, loader):
+    if args.synthetic:
+        return progress.data_words(args)
+    return progress.data_words(args, val=len(loader.dataset))
+
+
 def run_inference(run, args, model, loader, normalize):
     """Both passes and the batch-1 latency; returns the figures of the record."""
     dev = run.device
@@ -134,16 +144,21 @@ def run_inference(run, args, model, loader, normalize):
     flops = flops_per_image(model, args.image_size)
     dev.reset_peak_memory()
     mon = monitor.start(run, args)
+    started = time.perf_counter()  # the history's clock
 
-    dist.print0(run, "validation pass: eager model")
-    val = timed_pass(model, loader, run, prep, args.warmup_batches, args.repeat)
+    progress.header(run, args, "inference", _data_words(args, loader),
+                    f"validation pass eager, inference pass through engine '{args.engine}'")
+    val = timed_pass(model, loader, run, prep, args.warmup_batches, args.repeat,
+                     name="validation pass (eager)")
 
     # build: compile for every shape the timed pass and the latency calls will use
+    shapes = sorted(batch_sizes(loader) | {1})
+    dist.print0(run, f"engine '{args.engine}': building for batches of {shapes} ...")
     dev.synchronize()
     t0 = time.perf_counter()
     engine = build_engine(model, args.engine, run, args.precision, args.compile_mode)
     with torch.inference_mode():
-        for bs in sorted(batch_sizes(loader)) + [1]:
+        for bs in shapes:
             x = torch.zeros(bs, 3, args.image_size, args.image_size, dtype=torch.uint8,
                             device=dev.torch_device)
             for _ in range(2):
@@ -152,15 +167,19 @@ def run_inference(run, args, model, loader, normalize):
     dev.synchronize()
     build_s = time.perf_counter() - t0
     (build_s,) = dist.max_all(run, [build_s])
-    dist.print0(run, f"engine '{args.engine}' built in {build_s:.1f} s; inference pass")
+    dist.print0(run, f"engine '{args.engine}': built in {build_s:.1f} s")
 
-    infer = timed_pass(engine, loader, run, prep, args.warmup_batches, args.repeat)
+    infer = timed_pass(engine, loader, run, prep, args.warmup_batches, args.repeat,
+                       name=f"inference pass ({args.engine})")
     latency = batch1_latency(engine, run, prep, args.image_size, args.latency_calls)
     memory = dist.memory_figures(run)
     monitor.stop(mon)
     # each pass over its own window; perf_counter windows mean nothing in a record
-    passes = {name: monitor.summary(run, mon, p.pop("window"), p["images"], args)
+    windows = {"val": val.pop("window"), "infer": infer.pop("window")}
+    passes = {name: monitor.summary(run, mon, windows[name], p["images"], args)
               for name, p in (("val", val), ("infer", infer))}
+    timeline = {"monitor": history.monitor_series(mon, started),
+                **{f"{name}_s": history.window_s(w, started) for name, w in windows.items()}}
     return {
         "images": val["images"] // args.repeat, "build_s": build_s, "engine": args.engine,
         "flops_per_image": flops,
@@ -172,5 +191,5 @@ def run_inference(run, args, model, loader, normalize):
         "acc_val": val["top1"], "acc_infer": infer["top1"],
         "acc5_val": val["top5"], "acc5_infer": infer["top5"],
         "val_pass": val, "infer_pass": infer,
-        **memory, "monitor": passes,
+        **memory, "monitor": passes, "history": timeline,
     }

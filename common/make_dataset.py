@@ -8,6 +8,7 @@ it in a few steps and accuracy means something; sizes vary around --size.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 
@@ -44,14 +45,23 @@ def write(root, classes=10, train_per_class=40, val_per_class=10, size=96, seed=
     return root
 
 
+class _DefaultsAndLayout(argparse.ArgumentDefaultsHelpFormatter,
+                         argparse.RawDescriptionHelpFormatter):
+    """Every flag's default in --help, and the description's lines as written."""
+
+
 def get_args_parser():
-    p = Parser(description=__doc__.split("\n")[0])
-    p.add_argument("root")
-    p.add_argument("--classes", type=positive_int, default=10)
-    p.add_argument("--train-per-class", type=positive_int, default=40)
-    p.add_argument("--val-per-class", type=positive_int, default=10)
-    p.add_argument("--size", type=number(int, low=8), default=96, help="typical image side in pixels")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p = Parser(description=__doc__, formatter_class=_DefaultsAndLayout)
+    p.add_argument("root", help="the folder to write train/ and val/ into")
+    p.add_argument("--classes", type=positive_int, default=10, help="class folders")
+    p.add_argument("--train-per-class", type=positive_int, default=40,
+                   help="training images per class")
+    p.add_argument("--val-per-class", type=positive_int, default=10,
+                   help="validation images per class")
+    p.add_argument("--size", type=number(int, low=8), default=96,
+                   help="typical image side in pixels")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="the same seed writes the same images")
     return p
 
 

@@ -261,7 +261,7 @@ def summary(run, mon, window, images, args=None):
 def _reason(mon, window):
     """Why cells are empty, as this rank sees it; None when its devices were sampled."""
     if not window:
-        return "no timed window"
+        return "no timed window: the run ended within its warm-up steps"
     if mon is None:
         return "no monitor on this rank"
     return "; ".join(([mon.reason] if mon.reason else []) + mon.errors) or None

@@ -21,17 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from common.device import fused_optimizer_types, kind_of_type
+from common.device import kind_of_type
 from common.errors import UserError
-
-IMPLS = ("auto", "fused", "foreach", "loop")
-
-
-def add_flag(parser):
-    parser.add_argument(
-        "--optimizer-impl", choices=IMPLS, default="auto",
-        help="fused, foreach or loop: the same update, at different speeds; auto: fused on "
-             f"{', '.join(fused_optimizer_types())}, torch's default elsewhere")
 
 
 def _plain(params):

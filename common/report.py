@@ -20,19 +20,64 @@ import sys
 import tempfile
 import time
 
-import torch
-import torchvision
 from tabulate import tabulate
 
-from common import cli, clocks, device, dist, files, scaling
+from common import cli, files, plots, scaling
+from common.errors import UserError
 from common.flags import Parser
+
+
+def config_arg(text):
+    """'1x8' -> '1x8': nodes x devices per node."""
+    nodes, _, per_node = text.partition("x")
+    if not (nodes.isdigit() and per_node.isdigit() and int(nodes) > 0 and int(per_node) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give nodes x devices per node, e.g. 1x8")
+    return text
+
+
+config_arg.refuses = "8"
+
+
+def case_arg(text):
+    """'vit_train' -> 'vit_train': a run_all.sh case, <model>_<train|infer>."""
+    if text.rpartition("_")[2] not in ("train", "infer"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a run_all.sh case, e.g. vit_train")
+    return text
+
+
+case_arg.refuses = "vit"
+
+
+def get_args_parser():
+    p = Parser(description="Render result tables from JSON records.")
+    p.add_argument("paths", nargs="+", help="record files or directories of them")
+    p.add_argument("--lang", choices=("en", "zh"), default="en")
+    p.add_argument("--failed-case", type=case_arg, metavar="MODEL_CASE",
+                   help="write a failed record for this run_all.sh case (e.g. vit_train) "
+                        "into the one directory given, instead of rendering")
+    p.add_argument("--reason", default="", help="with --failed-case: why it failed")
+    p.add_argument("--config", type=config_arg, default="1x1",
+                   help="with --failed-case: nodes x devices")
+    p.add_argument("--compare", metavar="REFERENCE_DIR",
+                   help="also print each record beside the reference row it matches, with "
+                        "the ratio of every throughput (e.g. results/reference)")
+    p.add_argument("--plots", metavar="OUTDIR",
+                   help="also write PNGs (convergence, training loss and rate, scaling, "
+                        "hardware monitor) to OUTDIR; needs matplotlib")
+    return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    args = get_args_parser().parse_args()
+
+import torch
+import torchvision
+
+from common import clocks, device, dist
 from common.flops import efficiency
 
 GiB = 1024 ** 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-TRAIN_COLUMNS = ("precision", "fix_hp", "e2e_time", "p_whole", "p_train", "p_core", "acc", "mem")
-
 
 def git_commit():
     try:
@@ -109,7 +154,7 @@ def weights_source(weights):
 
 
 def train_record(run, args, parser, model_name, figures, flops_per_img):
-    """The training record of METRICS.md: figures, recipe and overrides, environment."""
+    """The training record of docs/METRICS.md: figures, recipe and overrides, environment."""
     fig = dict(figures)
     evals = fig.pop("evals", [])
     status, error = fig.pop("status", "ok"), fig.pop("error", None)
@@ -130,7 +175,7 @@ def train_record(run, args, parser, model_name, figures, flops_per_img):
 
 
 def infer_record(run, args, model_name, figures, weights):
-    """The inference record of METRICS.md."""
+    """The inference record of docs/METRICS.md."""
     fig = dict(figures)
     source = weights_source(weights)
     if args.synthetic or source == "random":  # random labels or weights: no accuracy
@@ -257,7 +302,7 @@ def _read_record(path):
     _fill_missing(rec)
     try:  # a record these tables cannot show is named here, not a traceback later
         (train_table if rec["case"] == "train" else infer_table)([rec])
-        power_table([rec])
+        render(monitor_rows([rec]), MONITOR)
         scaling.scaling_table([rec])
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         return None, f"a record these tables cannot show ({type(e).__name__}: {e})"
@@ -341,50 +386,12 @@ def kind_note(rec, lang="en"):
     return f" [{'; '.join(words)}]" if words else ""
 
 
-def train_row(rec, lang="en"):
-    fig = rec["figures"]
-    e2e = fig.get("e2e_time")
-    acc = fig.get("acc") if shows_acc(rec) else None
-    row = [
-        config_label(rec["device"]["label"], rec["nodes"], rec["procs_per_node"], lang),
-        rec["precision"],
-        fmt_fix_hp(rec.get("fix_hp")),
-        "" if e2e is None else f"{e2e:.0f}",
-        fmt_rate(fig.get("p_whole")), fmt_rate(fig.get("p_train")), fmt_rate(fig.get("p_core")),
-        "" if acc is None else f"{acc:.1f}%",
-        fmt_mem(fig),
-    ]
-    row[0] += status_note(rec) + kind_note(rec, lang)
-    return row
-
-
 def status_note(rec):
     """' [failed: reason]' for a run that did not finish well, '' for one that did."""
     status, reason = rec.get("status", "ok"), rec.get("error")
     if status == "ok":
         return ""
     return f" [{status}: {reason}]" if reason else f" [{status}]"
-
-
-def _table(records, case, columns, row, lang, model_column):
-    records = [r for r in records if r["case"] == case]
-    if model_column is None:
-        model_column = len({r["model"] for r in records}) > 1
-    headers = ["配置" if lang == "zh" else "config", *columns]
-    rows = [row(r) for r in records]
-    if model_column:
-        headers = ["model"] + headers
-        rows = [[r["model"]] + cells for r, cells in zip(records, rows)]
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-
-
-def train_table(records, lang="en", model_column=None):
-    return _table(records, "train", TRAIN_COLUMNS, lambda r: train_row(r, lang), lang,
-                  model_column)
-
-
-INFER_COLUMNS = ("precision", "bs", "e2e_time", "p_val_whole", "p_val_core", "p_infer_whole",
-                 "p_infer_core", "latency", "acc", "mem")
 
 
 def infer_config(rec, lang="en"):
@@ -403,34 +410,212 @@ def fmt_latency(seconds):
     return f"{seconds * 1e6:.0f}μs" if seconds < 1e-3 else f"{seconds * 1e3:.2f}ms"
 
 
-def infer_row(rec, lang="en", extra=True):
-    fig = rec["figures"]
-    one = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
-    acc = ("" if fig.get("acc_val") is None else
-           f"{fig['acc_val']:.2f}/{'' if fig.get('acc_infer') is None else format(fig['acc_infer'], '.2f')}")
-    mem = ("" if fig.get("mem_peak_gib") is None else
-           f"{fig['mem_peak_gib']:.2f}/{fig['mem_total_gib']:.1f}")
-    row = [infer_config(rec, lang), rec["precision"], str(rec["batch_size"]),
-           one(fig.get("e2e_time")), one(fig.get("p_val_whole")), one(fig.get("p_val_core")),
-           one(fig.get("p_infer_whole")), one(fig.get("p_infer_core")),
-           fmt_latency(fig.get("latency_s")), acc, mem]
-    row[0] += status_note(rec) + kind_note(rec, lang)
-    if extra:
-        b1 = fig.get("latency_b1_ms") or {}
-        row.append(f"{b1['p50']:.2f}/{b1['p99']:.2f}" if b1 else "")
-    return row
+# tables: each column declared once, its header (en, zh) and its cell together
+
+EMPTY = "/"  # the seeds' mark for a figure a row does not have
 
 
-def infer_table(records, lang="en", model_column=None, extra=True):
-    """Seed 001's inference table; `extra` adds the measured batch-1 latency p50/p99 (ms)."""
-    columns = INFER_COLUMNS + (("b1 p50/p99 ms",) if extra else ())
-    return _table(records, "infer", columns, lambda r: infer_row(r, lang, extra), lang,
-                  model_column)
+def column(header, cell, zh=None):
+    """A column: header in English and Chinese, and cell(record, lang) -> its text,
+    None or '' where the row has no such figure."""
+    return header, zh or header, cell
 
 
-POWER_COLUMNS = ("model", "config", "precision", "pass", "source", "power max W",
-                 "power mean W", "J/img", "device mem GiB", "util %", "host cpu %",
-                 "host mem GiB")
+def figure(name, fmt):
+    """The cell of figure `name`, formatted by fmt."""
+    def cell(rec, lang):
+        value = rec["figures"].get(name)
+        return None if value is None else fmt(value)
+    return cell
+
+
+def _one_decimal(v):
+    return f"{v:.1f}"
+
+
+def _whole(v):
+    return f"{v:.0f}"
+
+
+def _two_decimals(v):
+    return f"{v:.2f}"
+
+
+def _precision(rec, lang):
+    return rec.get("precision")
+
+
+def _train_config(rec, lang):
+    return (config_label(rec["device"]["label"], rec["nodes"], rec["procs_per_node"], lang)
+            + status_note(rec) + kind_note(rec, lang))
+
+
+def _infer_config_cell(rec, lang):
+    return infer_config(rec, lang) + status_note(rec) + kind_note(rec, lang)
+
+
+def _train_acc(rec, lang):
+    acc = rec["figures"].get("acc") if shows_acc(rec) else None
+    return None if acc is None else f"{acc:.1f}%"
+
+
+def _infer_acc(rec, lang):
+    """'validation/inference' top-1; an empty side as '/' too."""
+    f = rec["figures"]
+    if f.get("acc_val") is None and f.get("acc_infer") is None:
+        return None
+    return "/".join(EMPTY if v is None else f"{v:.2f}" for v in (f.get("acc_val"),
+                                                                    f.get("acc_infer")))
+
+
+def _infer_mem(rec, lang):
+    f = rec["figures"]
+    if f.get("mem_peak_gib") is None or f.get("mem_total_gib") is None:
+        return None
+    return f"{f['mem_peak_gib']:.2f}/{f['mem_total_gib']:.1f}"
+
+
+def _batch(rec, lang):
+    return None if rec.get("batch_size") in (None, "") else str(rec["batch_size"])
+
+
+def _latency_b1(percentile):
+    def cell(rec, lang):
+        b1 = rec["figures"].get("latency_b1_ms") or {}
+        return None if b1.get(percentile) is None else f"{b1[percentile]:.2f}"
+    return cell
+
+
+def _gflops(v):
+    return f"{v / 1e9:.2f}"
+
+
+def _mfu(v):
+    return f"{100 * v:.1f}%"
+
+
+CONFIG = column("config", _train_config, zh="配置")
+PRECISION = column("precision", _precision)
+
+# seed 000's training table
+TRAIN = (
+    CONFIG, PRECISION,
+    column("fix_hp", lambda rec, lang: fmt_fix_hp(rec.get("fix_hp"))),
+    column("e2e_time", figure("e2e_time", _whole)),
+    column("p_whole", figure("p_whole", fmt_rate)),
+    column("p_train", figure("p_train", fmt_rate)),
+    column("p_core", figure("p_core", fmt_rate)),
+    column("acc", _train_acc),
+    column("mem", lambda rec, lang: fmt_mem(rec["figures"])),
+)
+
+INFER_CONFIG = column("config", _infer_config_cell, zh="配置")
+# seed 001's inference table; its glossary calls acc "推理/验证": the header says ours
+INFER = (
+    INFER_CONFIG, PRECISION, column("bs", _batch),
+    column("e2e_time", figure("e2e_time", _one_decimal)),
+    column("p_val_whole", figure("p_val_whole", _one_decimal)),
+    column("p_val_core", figure("p_val_core", _one_decimal)),
+    column("p_infer_whole", figure("p_infer_whole", _one_decimal)),
+    column("p_infer_core", figure("p_infer_core", _one_decimal)),
+    column("latency", figure("latency_s", fmt_latency)),
+    column("acc (val/infer)", _infer_acc, zh="acc(验证/推理)"),
+    column("mem", _infer_mem),
+)
+
+# extras: figures the seeds do not have, in tables of their own
+LATENCY = (
+    INFER_CONFIG, PRECISION, column("bs", _batch),
+    column("engine", lambda rec, lang: rec.get("engine"), zh="引擎"),
+    column("build_s", figure("build_s", _one_decimal)),
+    column("b1 p50 ms", _latency_b1("p50")),
+    column("b1 p90 ms", _latency_b1("p90")),
+    column("b1 p99 ms", _latency_b1("p99")),
+)
+EFFICIENCY = (
+    column("model", lambda rec, lang: rec["model"]),
+    column("case", lambda rec, lang: rec["case"]),
+    CONFIG, PRECISION,
+    column("GFLOPs/img", figure("flops_per_image", _gflops)),
+    column("TFLOP/s", figure("tflops", _two_decimals)),
+    column("MFU", figure("mfu", _mfu)),
+)
+
+
+def _monitor_cell(name, fmt=_one_decimal):
+    def cell(row, lang):
+        value = row["monitor"].get(name)
+        return None if value is None else fmt(value)
+    return cell
+
+
+# one row per monitored window: a record with "pass" and "monitor" added
+MONITOR = (
+    column("model", lambda row, lang: row["model"]),
+    column("config", lambda row, lang: config_label(row["device"]["label"], row["nodes"],
+                                                    row["procs_per_node"], lang), zh="配置"),
+    PRECISION,
+    column("pass", lambda row, lang: row["pass"]),
+    column("source", lambda row, lang: row["monitor"].get("source")),
+    column("power max W", _monitor_cell("power_max_w")),
+    column("power mean W", _monitor_cell("power_mean_w")),
+    column("J/img", _monitor_cell("energy_per_image_j", lambda v: f"{v:.3g}")),
+    column("device mem GiB", _monitor_cell("device_mem_peak_gib")),
+    column("util %", _monitor_cell("device_util_mean_pct")),
+    column("host cpu %", _monitor_cell("host_cpu_mean_pct")),
+    column("host mem GiB", _monitor_cell("host_mem_peak_gib")),
+)
+
+# the seed tables' header names, config left out (the comparison builds on them)
+TRAIN_COLUMNS = tuple(c[0] for c in TRAIN[1:])
+INFER_COLUMNS = tuple(c[0] for c in INFER[1:])
+
+
+def cells(rec, columns, lang="en"):
+    """A row's cells; '/' wherever the row has no such figure."""
+    return [text if text not in (None, "") else EMPTY
+            for text in (cell(rec, lang) for _, _, cell in columns)]
+
+
+def render(rows, columns, lang="en"):
+    """A GitHub-markdown table of rows under the columns' headers in `lang`. With
+    wcwidth installed, tabulate counts a Chinese character as two columns, so the
+    table lines up in a terminal."""
+    headers = [zh if lang == "zh" else en for en, zh, _ in columns]
+    return tabulate([cells(row, columns, lang) for row in rows], headers=headers,
+                    tablefmt="github", disable_numparse=True)
+
+
+def train_row(rec, lang="en"):
+    return cells(rec, TRAIN, lang)
+
+
+def infer_row(rec, lang="en"):
+    return cells(rec, INFER, lang)
+
+
+# the seeds' row order: 1x8 as published, 1x8 filling the device, 1x1, 2x8, then others
+SEED_ORDER = {(1, 8): 0, (1, 1): 2, (2, 8): 3}
+
+
+def seed_order(rec):
+    where = (rec["nodes"], rec["procs_per_node"])
+    rank = SEED_ORDER.get(where, 4)
+    if where == (1, 8) and rec.get("fix_hp"):
+        rank = 1
+    return rank, rec["nodes"] * rec["procs_per_node"]
+
+
+def train_table(records, lang="en"):
+    """Seed 000's table of these training records, rows in the seeds' order."""
+    return render(sorted((r for r in records if r["case"] == "train"), key=seed_order),
+                  TRAIN, lang)
+
+
+def infer_table(records, lang="en"):
+    """Seed 001's table of these inference records, rows in the seeds' order."""
+    return render(sorted((r for r in records if r["case"] == "infer"), key=seed_order),
+                  INFER, lang)
 
 
 def _monitored(rec):
@@ -442,24 +627,53 @@ def _monitored(rec):
     return [(name, mon[name]) for name in ("val", "infer") if mon.get(name)]
 
 
-def power_table(records, lang="en"):
-    """What the hardware monitor saw in each run; empty cells where a source was missing."""
-    one = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
-    rows = []
-    for rec in records:
-        for name, m in _monitored(rec):
-            if m.get("interval_s") is None:  # monitor off
-                continue
-            rows.append([rec["model"],
-                         config_label(rec["device"]["label"], rec["nodes"],
-                                      rec["procs_per_node"], lang),
-                         rec["precision"], name, m.get("source") or "", one(m.get("power_max_w")),
-                         one(m.get("power_mean_w")),
-                         "" if m.get("energy_per_image_j") is None
-                         else f"{m['energy_per_image_j']:.3g}",
-                         one(m.get("device_mem_peak_gib")), one(m.get("device_util_mean_pct")),
-                         one(m.get("host_cpu_mean_pct")), one(m.get("host_mem_peak_gib"))])
-    return tabulate(rows, headers=POWER_COLUMNS, tablefmt="github", disable_numparse=True)
+def monitor_rows(records):
+    """One row per monitored window (a record with its pass and monitor figures)."""
+    return [{**rec, "pass": name, "monitor": m} for rec in records
+            for name, m in _monitored(rec) if m.get("interval_s") is not None]
+
+
+TITLES = {  # section titles, en and zh
+    "train": ("Training", "训练"),
+    "infer": ("Inference", "推理"),
+    "latency": ("Inference: batch-1 latency of the engine and its build",
+                "推理：引擎单样本延迟与构建时间"),
+    "efficiency": ("Work and efficiency", "计算量与效率"),
+    "scaling": ("Scaling (p_core per device; efficiency = p_core / (devices x p_core at 1x1))",
+                "扩展性（每卡 p_core；效率 = p_core / (卡数 x 1x1 的 p_core)）"),
+    "monitor": ("Hardware monitor (device cells '/' where no source answered)",
+                "硬件监控（无数据源处为 /）"),
+}
+
+
+def title(key, lang, model=None):
+    text = TITLES[key][lang == "zh"]
+    return text if model is None else f"{text}{'：' if lang == 'zh' else ': '}{model}"
+
+
+def tables(records, lang="en"):
+    """Every table the records give: one per model and case as the seeds have them, then
+    the extras (batch-1 latency, efficiency, scaling, hardware monitor)."""
+    parts = []
+    for case, table in (("train", train_table), ("infer", infer_table)):
+        of_case = [r for r in records if r["case"] == case]
+        for model in dict.fromkeys(r["model"] for r in of_case):
+            parts.append((title(case, lang, model),
+                          table([r for r in of_case if r["model"] == model], lang)))
+    measured = [r for r in records if "reference" not in r]  # the seeds have no extras
+    inferred = sorted((r for r in measured if r["case"] == "infer"), key=seed_order)
+    if inferred:
+        parts.append((title("latency", lang), render(inferred, LATENCY, lang)))
+    if any(r["figures"].get("flops_per_image") for r in measured):
+        parts.append((title("efficiency", lang), render(
+            [r for r in measured if r["figures"].get("flops_per_image")], EFFICIENCY, lang)))
+    if scaling.several_sizes(records):
+        parts.append((title("scaling", lang), scaling.scaling_table(records)))
+    # host figures alone (a CPU run) stay in the records; the table is for devices
+    monitored = [row for row in monitor_rows(records) if row["monitor"].get("source")]
+    if monitored:
+        parts.append((title("monitor", lang), render(monitored, MONITOR, lang)))
+    return "\n\n".join(f"{heading}\n\n{table}" for heading, table in parts)
 
 
 def failed_case_record(case_name, reason, config):
@@ -477,46 +691,9 @@ def failed_case_record(case_name, reason, config):
             "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def config_arg(text):
-    """'1x8' -> '1x8': nodes x devices per node."""
-    nodes, _, per_node = text.partition("x")
-    if not (nodes.isdigit() and per_node.isdigit() and int(nodes) > 0 and int(per_node) > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: give nodes x devices per node, e.g. 1x8")
-    return text
-
-
-config_arg.refuses = "8"
-
-
-def case_arg(text):
-    """'vit_train' -> 'vit_train': a run_all.sh case, <model>_<train|infer>."""
-    if text.rpartition("_")[2] not in ("train", "infer"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a run_all.sh case, e.g. vit_train")
-    return text
-
-
-case_arg.refuses = "vit"
-
-
-def get_args_parser():
-    p = Parser(description="Render result tables from JSON records.")
-    p.add_argument("paths", nargs="+", help="record files or directories of them")
-    p.add_argument("--lang", choices=("en", "zh"), default="en")
-    p.add_argument("--failed-case", type=case_arg, metavar="MODEL_CASE",
-                   help="write a failed record for this run_all.sh case (e.g. vit_train) "
-                        "into the one directory given, instead of rendering")
-    p.add_argument("--reason", default="", help="with --failed-case: why it failed")
-    p.add_argument("--config", type=config_arg, default="1x1",
-                   help="with --failed-case: nodes x devices")
-    p.add_argument("--compare", metavar="REFERENCE_DIR",
-                   help="also print each record beside the reference row it matches, with "
-                        "the ratio of every throughput (e.g. results/reference)")
-    return p
-
-
-def main(argv=None):
+def main(argv=None, args=None):
     p = get_args_parser()
-    a = p.parse_args(argv)
+    a = args or p.parse_args(argv)
     if a.failed_case:
         print(write_record(failed_case_record(a.failed_case, a.reason, a.config), a.paths[0]))
         return 0
@@ -528,32 +705,21 @@ def main(argv=None):
     if not records:
         print(f"no result records under {' '.join(a.paths)}", file=sys.stderr)
         return 1
-    if a.compare:
-        from common import compare  # it renders its rows with this module's
-        from common.errors import UserError
-        try:
-            references = compare.load_references(a.compare)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    if any(r["case"] == "train" for r in records):
-        print("Training\n")
-        print(train_table(records, a.lang))
-    if any(r["case"] == "infer" for r in records):
-        print("\nInference\n")
-        print(infer_table(records, a.lang))
-    # several sizes of one training case: how it scales
-    if scaling.several_sizes(records):
-        print("\nScaling (p_core per device; efficiency = p_core / (devices x p_core at 1x1))\n")
-        print(scaling.scaling_table(records))
-    # host figures alone (a CPU run) stay in the records; the table is for devices
-    if any(m.get("source") for r in records for _, m in _monitored(r)):
-        print("\nHardware monitor (device cells empty where no source answered)\n")
-        print(power_table(records, a.lang))
+    from common import compare  # it renders its rows with this module's
+    try:  # before the tables: a missing package or reference is said at once
+        if a.plots:
+            plots.pyplot()
+        references = compare.load_references(a.compare) if a.compare else None
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(tables(records, a.lang))
     if a.compare:
         print("\n" + compare.comparison(records, references, a.lang))
+    if a.plots:
+        print("\nPlots\n\n" + "\n".join(plots.write_all(records, a.plots)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(args=args))

@@ -49,10 +49,10 @@ def several_sizes(records):
 
 
 def scaling_table(records):
-    rows = [[r["model"], r["device"], r["data"], "" if r["img"] is None else r["img"],
+    rows = [[r["model"], r["device"], r["data"], "/" if r["img"] is None else r["img"],
              r["precision"], r["bs"], r["config"], r["devices"],
              f"{r['p_core']:.0f}", f"{r['per_device']:.0f}",
-             "" if r["efficiency"] is None else f"{100 * r['efficiency']:.1f}%"]
+             "/" if r["efficiency"] is None else f"{100 * r['efficiency']:.1f}%"]
             for r in scaling_rows(records)]
     return tabulate(rows, headers=["model", "device", "data", "img", "precision", "bs",
                                    "config", "devices", "p_core", "p_core/device",

@@ -19,7 +19,7 @@ else
   python3 -m venv "$ROOT/.venv" || { echo "setup: python3 -m venv failed; install python3-venv" >&2; exit 1; }
   PY=$ROOT/.venv/bin/python
 fi
-if ! has_modules "$PY" torch torchvision numpy tabulate; then
+if ! has_modules "$PY" torch torchvision numpy tabulate wcwidth; then
   "$PY" -m pip install -q -r "$ROOT/requirements.txt" || { echo "setup: pip install -r requirements.txt failed" >&2; exit 1; }
 fi
 export PY

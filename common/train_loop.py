@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import checkpoint, cli, data, dist, monitor, optim, profile
+from common import checkpoint, cli, data, dist, history, monitor, optim, profile, progress
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
@@ -47,6 +47,7 @@ def evaluate(model, loader, run, normalize, precision, lockstep=False):
     lockstep=True for a sharded model, whose every forward is a collective: each rank
     runs the same number of forwards, the extra ones on a repeated batch not counted."""
     batches = _lockstep_batches(loader, run) if lockstep else ((b, True) for b in loader)
+    tick = progress.pass_progress(run, "eval", progress.images_in(loader, run))
     was_training = model.training
     model.eval()
     dev = run.device.torch_device
@@ -66,8 +67,10 @@ def evaluate(model, loader, run, normalize, precision, lockstep=False):
             correct1 += hits[:, 0].sum()
             correct5 += hits.any(dim=1).sum()
             n += labels.shape[0]
+            tick(n * run.world_size)
     model.train(was_training)
     c1, c5, loss, n = dist.sum_all(run, [correct1.item(), correct5.item(), loss_sum.item(), n])
+    tick(int(n), final=True)
     if n == 0:
         return {"top1": None, "top5": None, "loss": None, "images": 0}
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "images": int(n)}
@@ -80,11 +83,6 @@ def place_model(model, args, run):
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, flops_per_image(model, args.image_size)
-
-
-def _fmt_eta(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 @contextlib.contextmanager
@@ -221,20 +219,29 @@ def _resume(state, clocks, run):
     return state["step"], state["evals"], state["epoch"], state["batch"], resumed
 
 
-def _progress_line(run, total_steps, step):
+def _progress_line(run, total_steps, step, rows, t0):
     """A printer of the progress line: the rate and eta from the steps since its last
-    line (a progress figure only: the record's figures come from the clocks)."""
+    line (a progress figure only: the record's figures come from the clocks). Each
+    line's figures are appended to `rows` (history.STEP_COLUMNS, seconds from t0)."""
     last = {"t": time.perf_counter(), "step": step}
 
-    def progress(epoch, step, loss, lr, images_per_step):
+    def line(epoch, step, loss, lr, images_per_step):
         now = time.perf_counter()
         steps, seconds = step - last["step"], now - last["t"]
         rate = steps * images_per_step * run.world_size / seconds
         eta = seconds / steps * (total_steps - step)
         dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
-                         f"lr {lr:.4g} {rate:.1f} img/s eta {_fmt_eta(eta)}")
+                         f"lr {lr:.4g} {rate:.1f} img/s eta {progress.fmt_eta(eta)}")
+        rows.append([step, round(now - t0, 3), loss, rate])
         last.update(t=now, step=step)
-    return progress
+    return line
+
+
+def _data_words(args, train_loader, val_loader):
+    if args.synthetic:
+        return progress.data_words(args)
+    return progress.data_words(args, train=len(train_loader.dataset),
+                               val=len(val_loader.dataset))
 
 
 class StopRequest:
@@ -269,7 +276,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     grad_accum defaults to args.grad_accum, as cli.settle_recipe set it.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc, precision,
     print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
-    METRICS.md's training clocks plus accuracy, and the run's status."""
+    docs/METRICS.md's training clocks plus accuracy, and the run's status."""
     dev = run.device
     compiling = getattr(args, "compile", False)  # its flag rules ran at start-up (cli)
     batch_search = None
@@ -292,6 +299,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     compile_s = None
     if compiling:
         net = torch.compile(net)  # evaluation stays eager, on `model`
+        dist.print0(run, "torch.compile: the training step compiles in the first warm-up "
+                         "step ...")
         dev.synchronize()
         compile_start = time.perf_counter()
     steps_per_epoch = len(train_loader) // grad_accum
@@ -304,14 +313,19 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     stopper = StopRequest()
     # the step at which the loss first was not finite, kept on the device: no sync per step
     first_bad = torch.zeros((), dtype=torch.long, device=dev.torch_device)
-    progress = _progress_line(run, total_steps, step)
+    started, step_rows = time.perf_counter(), []  # the history's clock and rows
+    step_line = _progress_line(run, total_steps, step, step_rows, started)
 
     def save(epoch, batch, path=None):
         with clocks.paused("checkpoint"):
             e2e = clocks_mod.e2e_time(resumed)
-            return ckpt.save(step=step, epoch=epoch, batch=batch, evals=evals,
+            t0 = time.perf_counter()
+            path = ckpt.save(step=step, epoch=epoch, batch=batch, evals=evals,
                              clocks_state=clocks.state(run), path=path,
                              extra={"e2e_s": e2e, "resumed": resumed})
+            dist.print0(run, f"checkpoint: {path} at step {step} "
+                             f"({time.perf_counter() - t0:.1f} s)")
+            return path
 
     def check(now):
         """('nan', step), ('interrupted', signal) or None. The loss is read only when
@@ -326,10 +340,10 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
             return "nan", int(bad)
         return ("interrupted", int(sig)) if sig else None
 
-    dist.print0(run, f"training {total_steps} steps ({steps_per_epoch} per epoch, "
-                     f"{args.warmup_steps} warm-up steps untimed) on {run.world_size} x {dev.label}")
-    if args.recipe:
-        dist.print0(run, cli.describe_recipe(args.recipe))
+    progress.header(run, args, "training", _data_words(args, train_loader, val_loader),
+                    f"{total_steps} steps ({steps_per_epoch} per epoch), the first "
+                    f"{args.warmup_steps} untimed (warm-up)",
+                    cli.describe_recipe(args.recipe) if args.recipe else None)
     epoch, position = start_epoch, (start_epoch, start_batch)  # where a checkpoint resumes
     try:
         for epoch in range(start_epoch, args.epochs):
@@ -378,12 +392,13 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                 if compiling and compile_s is None:  # the first step: compilation and all
                     dev.synchronize()
                     compile_s = time.perf_counter() - compile_start
+                    dist.print0(run, f"torch.compile: compiled in {compile_s:.1f} s")
                 printing = step % args.print_freq == 0 or step == total_steps
                 stop = check(printing)
                 if stop:
                     break
                 if printing:
-                    progress(epoch, step, loss.item() * grad_accum,
+                    step_line(epoch, step, loss.item() * grad_accum,
                              optimizer.param_groups[0]["lr"], n_images * grad_accum)
                 if step >= total_steps:
                     break
@@ -440,8 +455,14 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     if isinstance(stop, tuple):
         stop = stop[0]
     figures = clocks.figures(run)
+    if figures.get("why_empty"):
+        dist.print0(run, f"warning: p_whole, p_train and p_core are empty: "
+                         f"{figures['why_empty']}", file=sys.stderr)
     monitor.stop(mon)
     figures["monitor"] = monitor.summary(run, mon, clocks.window, figures["images"], args)
+    figures["history"] = {"steps": history.series(history.STEP_COLUMNS, step_rows),
+                          "monitor": history.monitor_series(mon, started),
+                          "timed_s": history.window_s(clocks.window, started)}
     figures.update(dist.memory_figures(run))
     bad = getattr(getattr(train_loader, "dataset", None), "bad", None)
     (skipped,) = dist.sum_all(run, [bad.value if bad is not None else 0])

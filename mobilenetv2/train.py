@@ -15,10 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-import torch
-import torchvision
-
-from common import cli, data, dist, flags, optim, report, train_loop
+from common import cli, flags
 
 
 def get_args_parser():
@@ -29,6 +26,16 @@ def get_args_parser():
     p.add_argument("--lr-step-epochs", type=flags.positive_int, default=1)
     p.add_argument("--lr-gamma", type=flags.positive_float, default=0.98)
     return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = get_args_parser()
+    args = parser.parse_args()
+
+import torch
+import torchvision
+
+from common import data, dist, optim, report, train_loop
 
 
 def main(args, parser):
@@ -51,5 +58,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    parser = get_args_parser()
-    cli.entry(main, parser)
+    cli.entry(main, parser, args)

@@ -15,9 +15,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
+from common import cli
+
+def get_args_parser():
+    return cli.infer_parser(__doc__, channels_last=True)
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = get_args_parser()
+    args = parser.parse_args()
+
 import torchvision
 
-from common import cli, data, dist, infer_loop, report
+from common import data, dist, infer_loop, report
 from common.weights import load_weights
 
 
@@ -33,9 +43,5 @@ def main(args, parser):
     report.conclude(run, args, report.infer_record(run, args, "resnet50", figures, args.weights))
 
 
-def get_args_parser():
-    return cli.infer_parser(__doc__, channels_last=True)
-
-
 if __name__ == "__main__":
-    cli.entry(main, get_args_parser())
+    cli.entry(main, parser, args)

@@ -16,10 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-import torch
-import torchvision
-
-from common import cli, data, dist, flags, optim, report, train_loop
+from common import cli, flags
 
 
 def get_args_parser():
@@ -30,6 +27,16 @@ def get_args_parser():
     p.add_argument("--lr-step-epochs", type=flags.positive_int, default=30)
     p.add_argument("--lr-gamma", type=flags.positive_float, default=0.1)
     return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = get_args_parser()
+    args = parser.parse_args()
+
+import torch
+import torchvision
+
+from common import data, dist, optim, report, train_loop
 
 
 def main(args, parser):
@@ -52,5 +59,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    parser = get_args_parser()
-    cli.entry(main, parser)
+    cli.entry(main, parser, args)

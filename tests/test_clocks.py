@@ -61,7 +61,9 @@ def test_never_left_warmup_gives_no_rates():
     run = cpu_run()
     clocks = TrainClocks(run.device, warmup_steps=5)
     fake_training(clocks, steps=2, batch=4)
-    assert clocks.figures(run) == {"images": 0}
+    f = clocks.figures(run)
+    assert f["images"] == 0 and "p_core" not in f and "p_whole" not in f
+    assert f["why_empty"].startswith("no timed step: the run ended at step 2, within its 5")
 
 
 def test_percentiles_nearest_rank():

@@ -51,6 +51,15 @@ def test_resnet50_two_ranks_eager_engine(dataset, weights, tmp_path):
     rec = only_record(tmp_path)
     check_record(rec)
     assert rec["config"] == "1x2" and rec["weights"] == str(weights["resnet50"])
+    # progress from rank 0 only: a header with the settled values, each pass's last line
+    out = proc.stdout
+    assert out.count("resnet50 inference on 2 x CPU (1x2") == 1
+    assert "  batch 3 per device, 6 global; precision fp32, channels-last\n" in out
+    assert f"  data: {dataset}: 4 classes, 20 val images\n" in out
+    assert out.count("validation pass (eager): 20 images in ") == 1
+    assert out.count("engine 'eager': building for batches of [1, 3] ...") == 1
+    assert out.count("inference pass (eager): 20 images in ") == 1
+    assert "config:" not in out  # the whole config is in the record, and under --debug
 
 
 def test_vit_compiled_engine_matches_eager(dataset, weights, tmp_path):
@@ -146,8 +155,8 @@ def seed_infer_record(precision, e2e, val_whole, val_core, inf_whole, inf_core, 
 def test_seed_001_table_from_records():
     records = [seed_infer_record("fp16", 585.8, 1353.3, 4390.9, 1384.5, 11710.0, 76.17, 76.21, 19.88),
                seed_infer_record("fp32", 474.4, 1487.3, 2653.2, 1560.3, 6091.6, 76.20, 76.19, 28.86)]
-    lines = report.infer_table(records, lang="zh", extra=False).splitlines()
+    lines = report.infer_table(records, lang="zh").splitlines()
     assert cells(lines[0])[0] == ["配置", "precision", "bs", "e2e_time", "p_val_whole",
                                   "p_val_core", "p_infer_whole", "p_infer_core", "latency",
-                                  "acc", "mem"]
+                                  "acc(验证/推理)", "mem"]
     assert cells("\n".join(lines[2:])) == cells(SEED_001_ROWS)

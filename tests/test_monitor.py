@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from common import device, monitor, train_loop, vendor_tools
+from common.clocks import TrainClocks
 from common.dist import Run
 
 
@@ -63,7 +64,7 @@ def test_monitor_off_and_no_window():
     assert off["energy_j"] is None and off["host_cpu_mean_pct"] is None
     assert "off" in off["reason"]
     assert monitor.start(cpu_run(), argparse.Namespace(monitor_interval=0)) is None
-    assert monitor.summary(cpu_run(), None, None, 0)["reason"] == "no timed window"
+    assert monitor.summary(cpu_run(), None, None, 0)["reason"].startswith("no timed window")
 
 
 def test_energy_is_the_trapezoid_integral_of_power():
@@ -275,3 +276,24 @@ if __name__ == "__main__":
         plain, sampled = overhead(steps, make=lambda: monitor.Monitor("cuda", ["0"], 0.1))
         print(f"stand-in nvidia-smi @0.1 s: without {plain:.3f} s, with {sampled:.3f} s, "
               f"{100 * (sampled / plain - 1):+.1f}%")
+
+
+@pytest.mark.parametrize("steps", [3, 5])
+def test_a_run_within_its_warmup_says_why_its_cells_are_empty(steps):
+    """--max-steps at or below --warmup-steps: no timed window, and words for why."""
+    run = cpu_run()
+    args = argparse.Namespace(monitor_interval=0.02)
+    clocks = TrainClocks(run.device, warmup_steps=5)
+    mon = monitor.start(run, args)
+    for _ in range(steps):
+        clocks.begin_step()
+        busy(0.01)
+        clocks.end_step(4)
+    figures = clocks.figures(run)
+    monitor.stop(mon)
+    summary = monitor.summary(run, mon, clocks.window, figures["images"], args)
+    assert clocks.window is None and figures["images"] == 0 and "p_core" not in figures
+    assert figures["why_empty"].startswith(f"no timed step: the run ended at step {steps}, "
+                                           f"within its 5 warm-up steps")
+    assert summary["power_mean_w"] is None and summary["host_cpu_mean_pct"] is None
+    assert summary["reason"] == "no timed window: the run ended within its warm-up steps"

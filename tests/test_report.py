@@ -4,16 +4,17 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 from common import report
 
-# seed 000 (ResNet50 training, A100), as its table prints them
+# seed 000 (ResNet50 training, A100), as its table prints them, every empty cell as "/"
 SEED_000_ROWS = """
 | A100单机8卡（1x8） | fp32 | / | 28661 | 4475 | 4586    | 4659 | 75.0% | 5.8/40.0 |
 | A100单机8卡（1x8） | fp32 | bs=256,lr=0.8 | 22653    | 5663    | 5866    | 6105   | 73.5% | 28.3/40.0 |
-| A100单机单卡（1x1） | fp32 | bs=256,lr=0.8 |  | 782 | 795    | 799 |  | 27.6/40.0 |
-| A100两机8卡（2x8） | fp32 | bs=256,lr=0.8 |  | 10576 | 11085    | 11874 | | 27.9/40.0 |
+| A100单机单卡（1x1） | fp32 | bs=256,lr=0.8 | / | 782 | 795    | 799 | / | 27.6/40.0 |
+| A100两机8卡（2x8） | fp32 | bs=256,lr=0.8 | / | 10576 | 11085    | 11874 | / | 27.9/40.0 |
 """
 
 
@@ -162,7 +163,7 @@ def test_rows_say_what_they_are():
     # stopped by --max-steps: its last evaluation is not the recipe's result
     short = marked_rows(recipe_complete=False)
     assert short[0] == "A100 1 node x 8 (1x8) [short run, throughput only]"
-    assert short[-2] == ""
+    assert short[-2] == "/"
     synthetic = marked_rows(data_source="synthetic", recipe_complete=False)
     assert synthetic[0] == "A100 1 node x 8 (1x8) [synthetic data]"
     # BiT fine-tuning without its published weights
@@ -173,5 +174,83 @@ def test_rows_say_what_they_are():
              "batch_size": 256, "device": {"label": "A100", "vendor": "NVIDIA"}, "nodes": 1,
              "procs_per_node": 1, "data_source": "real", "weights_source": "random",
              "figures": {"p_infer_core": 11710.0, "acc_val": None, "acc_infer": None}}
-    row = cells(report.infer_table([infer], extra=False).splitlines()[2])[0]
-    assert row[0] == "NVIDIA A100 [random weights]" and row[-2] == ""
+    row = cells(report.infer_table([infer]).splitlines()[2])[0]
+    assert row[0] == "NVIDIA A100 [random weights]" and row[-2] == "/"
+
+
+# the seeds' headers, written out: seed 000 (training) and seed 001 (inference)
+SEED_TRAIN_HEADER = {"en": ["config", "precision", "fix_hp", "e2e_time", "p_whole", "p_train",
+                            "p_core", "acc", "mem"],
+                     "zh": ["配置", "precision", "fix_hp", "e2e_time", "p_whole", "p_train",
+                            "p_core", "acc", "mem"]}
+SEED_INFER_HEADER = {"en": ["config", "precision", "bs", "e2e_time", "p_val_whole", "p_val_core",
+                            "p_infer_whole", "p_infer_core", "latency", "acc (val/infer)", "mem"],
+                     "zh": ["配置", "precision", "bs", "e2e_time", "p_val_whole", "p_val_core",
+                            "p_infer_whole", "p_infer_core", "latency", "acc(验证/推理)", "mem"]}
+
+
+def infer_record(precision, b1=None, acc_infer=76.2):
+    return {"case": "infer", "model": "resnet50", "status": "ok", "precision": precision,
+            "batch_size": 256, "engine": "compile", "nodes": 1, "procs_per_node": 1,
+            "world_size": 1, "device": {"label": "A100", "vendor": "NVIDIA"},
+            "figures": {"e2e_time": 585.8, "p_val_whole": 1353.3, "p_val_core": 4390.9,
+                        "p_infer_whole": 1384.5, "p_infer_core": 11710.0,
+                        "latency_s": 1 / 11710.0, "acc_val": 76.17, "acc_infer": acc_infer,
+                        "mem_peak_gib": None, "mem_total_gib": 40.0, "build_s": 61.0,
+                        "latency_b1_ms": b1}}
+
+
+def sections(text):
+    """{title: (header cells, row cells)} of report.tables' output."""
+    parts = text.split("\n\n")
+    return {title: (cells(table.splitlines()[0])[0], cells("\n".join(table.splitlines()[2:])))
+            for title, table in zip(parts[::2], parts[1::2])}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_tables_follow_the_seeds_layout(lang):
+    """One table per model and case with the seed's columns, rows in the seeds' order
+    (1x8 default, 1x8 fix_hp, 1x1, 2x8, then others), '/' in every empty cell, titles in
+    the language asked; extras in tables of their own."""
+    resnet = SEED_000_RECORDS[::-1]  # finished in the opposite order
+    other = dict(seed_record(1, 4, {}, None, 100.0, 110.0, 120.0, None, None), model="mobilenetv2")
+    fp32 = infer_record("fp32", acc_infer=None)
+    fp16 = infer_record("fp16", b1={"p50": 1.25, "p90": 1.5, "p99": 2.0})
+    found = sections(report.tables([*resnet, other, fp32, fp16], lang))
+    train, infer = ("训练：", "推理：") if lang == "zh" else ("Training: ", "Inference: ")
+    latency = "推理：引擎单样本延迟与构建时间" if lang == "zh" else \
+        "Inference: batch-1 latency of the engine and its build"
+    scaling = report.title("scaling", lang)
+    assert list(found) == [train + "resnet50", train + "mobilenetv2", infer + "resnet50",
+                           latency, scaling]
+    header, rows = found[train + "resnet50"]
+    assert header == SEED_TRAIN_HEADER[lang]
+    expected = cells(SEED_000_ROWS)
+    if lang == "en":
+        for row, config in zip(expected, ["A100 1 node x 8 (1x8)", "A100 1 node x 8 (1x8)",
+                                          "A100 1 node x 1 (1x1)", "A100 2 nodes x 8 (2x8)"]):
+            row[0] = config
+    assert rows == expected
+    header, rows = found[train + "mobilenetv2"]
+    assert header == SEED_TRAIN_HEADER[lang]
+    assert rows[0][1:] == ["fp32", "/", "/", "100", "110", "120", "/", "/"]
+    header, rows = found[infer + "resnet50"]
+    assert header == SEED_INFER_HEADER[lang]  # no column beyond the seed's
+    vendor = "nvidia" if lang == "zh" else "NVIDIA"
+    assert rows == [[f"{vendor} A100", "fp32", "256", "585.8", "1353.3", "4390.9", "1384.5",
+                     "11710.0", "85μs", "76.17//", "/"],
+                    [f"{vendor} A100", "fp16", "256", "585.8", "1353.3", "4390.9", "1384.5",
+                     "11710.0", "85μs", "76.17/76.20", "/"]]
+    header, rows = found[latency]
+    assert header[3:] == ["引擎" if lang == "zh" else "engine", "build_s", "b1 p50 ms",
+                          "b1 p90 ms", "b1 p99 ms"]
+    assert [r[3:] for r in rows] == [["compile", "61.0", "/", "/", "/"],
+                                     ["compile", "61.0", "1.25", "1.50", "2.00"]]
+
+
+def test_chinese_cells_line_up_in_a_terminal():
+    """With wcwidth, a Chinese character counts two columns: every line of the table
+    has the same display width."""
+    wcwidth = pytest.importorskip("wcwidth")
+    lines = report.train_table(SEED_000_RECORDS, lang="zh").splitlines()
+    assert len({wcwidth.wcswidth(line) for line in lines}) == 1

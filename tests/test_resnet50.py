@@ -36,6 +36,15 @@ def test_train_two_ranks_torchrun(dataset, tmp_path):
     assert rec["fix_hp"] == {"bs": 4, "lr": 0.01, "img": 32}
     assert rec["status"] == "ok" and rec["precision"] == "fp32"
     assert "| CPU 1 node x 2 (1x2) [short run, throughput only] | fp32" in proc.stdout
+    # progress from rank 0 only, once the batch and the classes are settled
+    assert proc.stdout.count("resnet50 training on 2 x CPU (1x2") == 1
+    assert "  batch 4 per device, 8 global; precision fp32, channels-last\n" in proc.stdout
+    assert proc.stdout.count(f"data: {dataset}: 4 classes, 96 train / 20 val images") == 2
+    assert proc.stdout.count("eval: 20 images in ") == 1
+    # the history the plots draw from: each progress line's loss and rate
+    steps = rec["figures"]["history"]["steps"]
+    assert steps["columns"] == ["step", "t_s", "loss", "img_per_s"]
+    assert [row[0] for row in steps["rows"]] == [2, 4, 6]
 
 
 def test_runs_from_a_copied_folder_in_another_directory(dataset, tmp_path):

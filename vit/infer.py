@@ -13,9 +13,23 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli, data, dist, infer_loop, report
+from common import cli
+from vit.sizes import SIZES, check_image_size
+
+def get_args_parser():
+    p = cli.infer_parser(__doc__)
+    p.add_argument("--model", choices=sorted(SIZES), default="vit_b_16")
+    p.rules.append(check_image_size)
+    return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = get_args_parser()
+    args = parser.parse_args()
+
+from common import data, dist, infer_loop, report
 from common.weights import load_weights
-from vit.model import MODELS, check_image_size
+from vit.model import MODELS
 
 
 def main(args, parser):
@@ -30,12 +44,5 @@ def main(args, parser):
     report.conclude(run, args, report.infer_record(run, args, args.model, figures, args.weights))
 
 
-def get_args_parser():
-    p = cli.infer_parser(__doc__)
-    p.add_argument("--model", choices=sorted(MODELS), default="vit_b_16")
-    p.rules.append(check_image_size)
-    return p
-
-
 if __name__ == "__main__":
-    cli.entry(main, get_args_parser())
+    cli.entry(main, parser, args)

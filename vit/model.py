@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common.errors import UserError
+from vit.sizes import SIZES
 
 
 def interpolate_pos_embedding(pos: torch.Tensor, new_grid: int) -> torch.Tensor:
@@ -138,17 +138,6 @@ class VisionTransformer(nn.Module):
         return self.heads(x[:, 0])  # (B, num_classes)
 
 
-PATCH_SIZE = 16  # of every model here
-
-
-def check_image_size(args):
-    """--image-size must cut into whole patches (a flag rule, run before any work)."""
-    if args.image_size % PATCH_SIZE:
-        fit = max(PATCH_SIZE, round(args.image_size / PATCH_SIZE) * PATCH_SIZE)
-        raise UserError(f"--image-size {args.image_size}: not a multiple of {args.model}'s "
-                        f"patch size {PATCH_SIZE}; use e.g. --image-size {fit}")
-
-
 def _vit(patch_size, num_layers, num_heads, hidden_dim, mlp_dim, image_size=224, **kw) -> VisionTransformer:
     return VisionTransformer(image_size=image_size, patch_size=patch_size, num_layers=num_layers,
                              num_heads=num_heads, hidden_dim=hidden_dim, mlp_dim=mlp_dim, **kw)
@@ -156,17 +145,17 @@ def _vit(patch_size, num_layers, num_heads, hidden_dim, mlp_dim, image_size=224,
 
 def vit_b_16(**kw) -> VisionTransformer:
     """ViT-B/16: 12 layers, 12 heads, width 768, mlp 3072 (86.6M parameters at 1000 classes)."""
-    return _vit(PATCH_SIZE, 12, 12, 768, 3072, **kw)
+    return _vit(*SIZES["vit_b_16"], **kw)
 
 
 def vit_l_16(**kw) -> VisionTransformer:
     """ViT-L/16: 24 layers, 16 heads, width 1024, mlp 4096."""
-    return _vit(PATCH_SIZE, 24, 16, 1024, 4096, **kw)
+    return _vit(*SIZES["vit_l_16"], **kw)
 
 
 def vit_tiny(**kw) -> VisionTransformer:
     """A small ViT for tests: patch 16, 2 layers, 3 heads, width 192, mlp 768."""
-    return _vit(PATCH_SIZE, 2, 3, 192, 768, **kw)
+    return _vit(*SIZES["vit_tiny"], **kw)
 
 
 MODELS = {"vit_b_16": vit_b_16, "vit_l_16": vit_l_16, "vit_tiny": vit_tiny}

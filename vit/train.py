@@ -17,17 +17,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-import torch
-from torchvision.transforms import v2
-
-from common import cli, data, dist, flags, optim, report, train_loop
-from vit.model import MODELS, check_image_size
+from common import cli, flags
+from vit.sizes import SIZES, check_image_size
 
 
 def get_args_parser():
     p = cli.train_parser(__doc__, batch_size=256, global_batch=4096, lr=0.003, epochs=300,
                          target_acc=79.982, grad_accum=None)
-    p.add_argument("--model", choices=sorted(MODELS), default="vit_b_16")
+    p.add_argument("--model", choices=sorted(SIZES), default="vit_b_16")
     p.add_argument("--weight-decay", type=flags.non_negative_float, default=0.3)
     p.add_argument("--label-smoothing", type=flags.fraction, default=0.11)
     p.add_argument("--mixup-alpha", type=flags.non_negative_float, default=0.2)
@@ -36,10 +33,22 @@ def get_args_parser():
     p.add_argument("--ra-reps", type=flags.positive_int, default=3,
                    help="repeated augmentation: copies of each image an epoch (1: off)")
     p.add_argument("--warmup-epochs", type=flags.non_negative_int, default=30)
-    p.add_argument("--warmup-factor", type=flags.number(float, low=0, high=1, low_open=True), default=0.033)
+    p.add_argument("--warmup-factor", type=flags.number(float, low=0, high=1, low_open=True),
+                   default=0.033)
     p.add_argument("--clip-grad", type=flags.non_negative_float, default=1.0, help="0: off")
     p.rules.append(check_image_size)
     return p
+
+
+if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
+    parser = get_args_parser()
+    args = parser.parse_args()
+
+import torch
+from torchvision.transforms import v2
+
+from common import data, dist, optim, report, train_loop
+from vit.model import MODELS
 
 
 def mix_batches(args, num_classes):
@@ -81,5 +90,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    parser = get_args_parser()
-    cli.entry(main, parser)
+    cli.entry(main, parser, args)
