@@ -78,8 +78,8 @@ def train_record(run, args, parser, model_name, figures, flops_per_img, grad_acc
     status, error = fig.pop("status", "ok"), fig.pop("error", None)
     fig["flops_per_image"] = flops_per_img
     # a training step is a forward and a backward: about three forwards of work
-    fig.update(efficiency(flops_per_img, fig.get("p_core"),
-                          run.device.peak_flops(args.precision), passes=3))
+    fig.update(efficiency(flops_per_img, fig.get("p_core"), run.device.peak(args.precision),
+                          passes=3, world_size=run.world_size))
     fix_hp = cli.fix_hp(args, parser)
     if (fig.get("batch_size_search") or {}).get("searched"):
         fix_hp = {"bs": args.batch_size, **fix_hp}  # a searched batch is always shown
@@ -97,7 +97,8 @@ def infer_record(run, args, model_name, figures, weights):
         for key in ("acc_val", "acc_infer", "acc5_val", "acc5_infer"):
             fig[key] = None
     fig.update(efficiency(fig["flops_per_image"], fig.get("p_infer_core"),
-                          run.device.peak_flops(args.precision), passes=1))
+                          run.device.peak(args.precision), passes=1,
+                          world_size=run.world_size))
     return _record(run, args, "infer", model_name, fig, weights=weights or "random",
                    engine=args.engine, warmup_batches=args.warmup_batches)
 
@@ -277,6 +278,8 @@ def infer_row(rec, lang="en", extra=True):
            one(fig.get("p_infer_whole")), one(fig.get("p_infer_core")),
            fmt_latency(fig.get("latency_s")), acc, mem]
     row[0] += status_note(rec)
+    if fig.get("engine_slower"):  # never silently slower than eager
+        row[7] += f" (slower than eager {one(fig['p_val_core'])})"
     if extra:
         b1 = fig.get("latency_b1_ms") or {}
         row.append(f"{b1['p50']:.2f}/{b1['p99']:.2f}" if b1 else "")
