@@ -14,6 +14,8 @@ both sides run in this process tree, alternating, in `--repeat` rounds (medians)
              resnetv2_152x2_bit, a training step and an inference step          goal >= 1.0
     engine   each <model>/infer.py: the engine's rate against eager's in the same run
              (p_infer_core / p_val_core), with the build time    goal >= 1.5, ResNet50 2.5
+    train_compile  each <model>/train.py --synthetic: p_core with --compile / without,
+             and after how many steps the compile time is paid back        reported, no goal
 
 Each round runs both sides back to back, so a round's ratio compares them on the
 machine as it was then; the table gives the range of those ratios beside the ratio of
@@ -44,7 +46,8 @@ from common import data, device, dist, make_dataset, optim
 from common.report import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPARISONS = ("harness", "loader", "models", "engine")
+COMPARISONS = ("harness", "loader", "models", "engine", "train_compile")
+MODELS = ("resnet50", "mobilenetv2", "vit", "bit")
 
 
 def timed_rate(step, steps, warmup, dev, images_per_step):
@@ -297,7 +300,7 @@ def engine(a):
     precisions = ("fp32", "fp16") if device.select().type == "cuda" else ("fp32",)
     rows = []
     size = a.image_size
-    for model in ("resnet50", "mobilenetv2", "vit", "bit"):
+    for model in MODELS:
         for precision in precisions:
             with tempfile.TemporaryDirectory() as out:
                 _python(f"{model}/infer.py", "--synthetic", "--image-size", size,
@@ -318,6 +321,35 @@ def engine(a):
     return rows
 
 
+# 5. --compile for training against eager
+
+def train_compile(a):
+    """p_core of each train.py with --compile against without, one round of each (a
+    compilation takes minutes on a cpu), and the steps it takes to pay its compile time
+    back (none where it is not faster)."""
+    rows = []
+    steps = a.model_steps * 2
+    for model in MODELS:
+        def side(*flags, model=model):
+            with tempfile.TemporaryDirectory() as out:
+                _python(f"{model}/train.py", "--synthetic", "--image-size", a.image_size,
+                        "--batch-size", a.model_batch_size, "--precision", a.precision,
+                        "--synthetic-steps", steps + a.warmup, "--max-steps", steps + a.warmup,
+                        "--warmup-steps", a.warmup, "--monitor-interval", 0, "--out", out,
+                        *flags)
+                return _record(out)["figures"]
+        eager, compiled = side(), side("--compile")
+        saved = a.model_batch_size / eager["p_core"] - a.model_batch_size / compiled["p_core"]
+        pays = (f"paid back after {compiled['compile_s'] / saved:.0f} steps" if saved > 0
+                else "never paid back: not faster")
+        rows.append(row(f"train_compile: {model}/train.py --compile / eager",
+                        compiled["p_core"], eager["p_core"], "img/s", None,
+                        f"{a.precision} bs {a.model_batch_size} at {a.image_size} px, {steps} "
+                        f"steps; compile {compiled['compile_s']:.0f} s, {pays}"))
+        rows[-1].update(model=model, compile_s=compiled["compile_s"])
+    return rows
+
+
 def _load(path):
     with open(path) as f:
         return json.load(f)
@@ -330,7 +362,8 @@ def engine_pays(model, images, results=os.path.join(ROOT, "results")):
     label = device.select().label
     files = sorted(glob.glob(os.path.join(results, "*", "bench-*.json")), key=os.path.basename)
     rows = [r for b in map(_load, files) if b["device"]["label"] == label for r in b["rows"]
-            if r.get("model") == model and r.get("precision") == "fp32" and r["ratio"]]
+            if r.get("model") == model and r.get("precision") == "fp32" and r["ratio"]
+            and r.get("build_s") is not None]
     if not rows:
         return "eager", f"no engine bench of a {label} under {results} to weigh its build against"
     r = rows[-1]
