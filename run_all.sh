@@ -43,21 +43,20 @@ else
   # quick mode: a generated JPEG dataset and a few steps at a small image size
   MODE=quick
   QUICK_DATA=runs/quick-data
+  QUICK_VAL_PER_CLASS=16
   if [ ! -d "$QUICK_DATA" ]; then
     # written aside and renamed: an interrupted write is never taken for the dataset, and
     # the agents of a two-node run on one machine do not write into each other's files
     mkdir -p runs
     tmp=$(mktemp -d runs/.quick-data.XXXXXX)
     "$PY" -m common.make_dataset "$tmp" --classes 4 --train-per-class 64 \
-      --val-per-class 16 --size 80 || exit 1
+      --val-per-class "$QUICK_VAL_PER_CLASS" --size 80 || exit 1
     mv -T "$tmp" "$QUICK_DATA" 2>/dev/null || rm -rf "$tmp"  # the other agent was first
   fi
   DATA_ARGS=(--data-dir "$QUICK_DATA" --image-size 64 --batch-size 8 --workers 1)
   # no accumulation: ViT's recipe would accumulate 512 of these batches to reach 4096
   TRAIN_ARGS=(--max-steps 12 --warmup-steps 2 --print-freq 4 --grad-accum 1)
   INFER_ARGS=(--latency-calls 20 --warmup-batches 2)
-  # compiling four models on a CPU takes minutes: the quick check runs them eagerly there
-  if [ "$DEVICE_TYPE" = cpu ]; then INFER_ARGS+=(--engine eager); fi
 fi
 
 launch() {
@@ -77,6 +76,16 @@ infer() {
   local script=$1 weights=${WEIGHTS_DIR:-}/$2
   shift 2
   if [ -n "${WEIGHTS_DIR:-}" ] && [ -f "$weights" ]; then set -- --weights "$weights" "$@"; fi
+  if [ "$MODE" = quick ] && [ "$DEVICE_TYPE" = cpu ]; then
+    # building an engine on a cpu takes up to minutes: only where it costs less than it
+    # saves on the quick run's images, as this device's engine bench under results/ measured
+    local engine why
+    read -r engine why < <("$PY" -m common.bench --engine-pays "${script%%/*}" \
+                           $((4 * QUICK_VAL_PER_CLASS)))
+    engine=${engine:-eager}
+    echo "=== engine: $engine (${why:-its bench could not be read})"
+    set -- "$@" --engine "$engine"
+  fi
   launch "$script" "$@" "${INFER_ARGS[@]}"
 }
 

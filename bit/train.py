@@ -136,23 +136,25 @@ def checkpoint_units(model):
         setattr(model.body, name, CheckpointedUnits(OrderedDict(block.named_children())))
 
 
-def shard_units(model, run):
-    """FSDP2: each bottleneck unit, then the root (stem, head), sharded over all ranks."""
+def shard_units(model, run, precision="fp32"):
+    """FSDP2: each bottleneck unit, then the root (stem, head), sharded over all ranks;
+    under amp or bf16 the weights are gathered in that dtype (train_loop.fsdp_dtypes)."""
     try:
-        from torch.distributed.fsdp import fully_shard  # torch >= 2.6
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard  # torch >= 2.6
     except ImportError:
-        try:
-            from torch.distributed._composable.fsdp import fully_shard  # torch 2.4, 2.5
+        try:  # torch 2.4, 2.5
+            from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
         except ImportError:
             raise UserError(f"--fsdp: torch {torch.__version__} has no FSDP2 fully_shard; "
                             f"use torch >= 2.4 or leave --fsdp out") from None
     # the head ends in flatten, a view; nothing changes the logits in place
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view")
     mesh = init_device_mesh(run.device.type, (run.world_size,))
+    policy = MixedPrecisionPolicy(**train_loop.fsdp_dtypes(precision))
     for block in model.body.children():
         for unit in block.children():
-            fully_shard(unit, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+            fully_shard(unit, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
 def main(args, parser):
@@ -178,7 +180,7 @@ def main(args, parser):
     if args.activation_checkpointing:
         checkpoint_units(model)
     if args.fsdp:
-        shard_units(model, run)
+        shard_units(model, run, args.precision)
     # made after sharding: FSDP2 swaps the parameters for sharded ones; no weight decay
     optimizer = optim.make(torch.optim.SGD, model.parameters(),
                            args.optimizer_impl, run.device, lr=args.lr,

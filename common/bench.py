@@ -12,8 +12,10 @@ both sides run in this process tree, alternating, in `--repeat` rounds (medians)
              the same generated ~500x375 JPEGs with the same workers             goal >= 1.5
     models   our ViT-B/16 / torchvision vit_b_16 and our BiT-M-R152x2 / timm's
              resnetv2_152x2_bit, a training step and an inference step          goal >= 1.0
-    engine   each <model>/infer.py: the engine's per-batch time against eager's
-             (p_infer_core / p_val_core)                                   reported, no goal
+    engine   each <model>/infer.py: the engine's rate against eager's in the same run
+             (p_infer_core / p_val_core), with the build time    goal >= 1.5, ResNet50 2.5
+    train_compile  each <model>/train.py --synthetic: p_core with --compile / without,
+             and after how many steps the compile time is paid back        reported, no goal
 
 Each round runs both sides back to back, so a round's ratio compares them on the
 machine as it was then; the table gives the range of those ratios beside the ratio of
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import json
 import os
 import statistics
@@ -39,7 +42,8 @@ from common.files import check_writable
 from common.flags import Parser, non_negative_int, positive_int
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPARISONS = ("harness", "loader", "models", "engine")
+COMPARISONS = ("harness", "loader", "models", "engine", "train_compile")
+MODELS = ("resnet50", "mobilenetv2", "vit", "bit")
 
 
 def defaults_for(dev_type):
@@ -75,6 +79,9 @@ def get_args_parser():
                            type=non_negative_int if key == "warmup" else positive_int)
     p.add_argument("--out", default="runs", help="directory for the JSON result")
     p.add_argument("--bare-loop", help=argparse.SUPPRESS)  # the reference side of `harness`
+    p.add_argument("--engine-pays", nargs=2, metavar=("MODEL", "IMAGES"),
+                   help="print compile or eager, and why, for a pass over IMAGES images "
+                        "of MODEL here (run_all.sh's quick mode asks)")
     return p
 
 
@@ -332,11 +339,15 @@ def models(a):
 
 # 4. the inference engine against eager
 
+# what a serving engine with frozen weights gives over eager (seed 001's: 2-2.7x)
+ENGINE_GOALS = {"resnet50": 2.5, "mobilenetv2": 1.5, "vit": 1.5, "bit": 1.5}
+
+
 def engine(a):
     precisions = ("fp32", "fp16") if device.select().type == "cuda" else ("fp32",)
     rows = []
     size = a.image_size
-    for model in ("resnet50", "mobilenetv2", "vit", "bit"):
+    for model in MODELS:
         for precision in precisions:
             with tempfile.TemporaryDirectory() as out:
                 _python(f"{model}/infer.py", "--synthetic", "--image-size", size,
@@ -349,15 +360,77 @@ def engine(a):
             p50_val = f["val_pass"]["batch_core_ms"]["p50"]
             p50_inf = f["infer_pass"]["batch_core_ms"]["p50"]
             rows.append(row(f"engine: {model}/infer.py compile / eager", f["p_infer_core"],
-                            f["p_val_core"], "img/s", None,
+                            f["p_val_core"], "img/s", ENGINE_GOALS[model],
                             f"{precision} bs {a.batch_size} at {size} px; median batch "
-                            f"{p50_val:.1f} -> {p50_inf:.1f} ms; build {f['build_s']:.0f} s"))
+                            f"{p50_val:.1f} -> {p50_inf:.1f} ms; build {f['build_s']:.0f} s; "
+                            f"{_engine_words(f.get('engine_options') or {})}"))
+            rows[-1].update(model=model, precision=precision, build_s=f["build_s"])
     return rows
+
+
+# 5. --compile for training against eager
+
+def train_compile(a):
+    """p_core of each train.py with --compile against without, one round of each (a
+    compilation takes minutes on a cpu), and the steps it takes to pay its compile time
+    back (none where it is not faster)."""
+    rows = []
+    steps = a.model_steps * 2
+    for model in MODELS:
+        def side(*flags, model=model):
+            with tempfile.TemporaryDirectory() as out:
+                _python(f"{model}/train.py", "--synthetic", "--image-size", a.image_size,
+                        "--batch-size", a.model_batch_size, "--precision", a.precision,
+                        "--synthetic-steps", steps + a.warmup, "--max-steps", steps + a.warmup,
+                        "--warmup-steps", a.warmup, "--monitor-interval", 0, "--out", out,
+                        *flags)
+                return _record(out)["figures"]
+        eager, compiled = side(), side("--compile")
+        saved = a.model_batch_size / eager["p_core"] - a.model_batch_size / compiled["p_core"]
+        pays = (f"paid back after {compiled['compile_s'] / saved:.0f} steps" if saved > 0
+                else "never paid back: not faster")
+        rows.append(row(f"train_compile: {model}/train.py --compile / eager",
+                        compiled["p_core"], eager["p_core"], "img/s", None,
+                        f"{a.precision} bs {a.model_batch_size} at {a.image_size} px, {steps} "
+                        f"steps; compile {compiled['compile_s']:.0f} s, {pays}"))
+        rows[-1].update(model=model, compile_s=compiled["compile_s"])
+    return rows
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def engine_pays(model, images, results=os.path.join(ROOT, "results")):
+    """("compile" or "eager", why) for one inference pass over `images` images of
+    `model` on this device: the engine only where building it costs less than it saves,
+    as the newest engine bench of a device of this label under `results` measured it."""
+    label = device.select().label
+    files = sorted(glob.glob(os.path.join(results, "*", "bench-*.json")), key=os.path.basename)
+    rows = [r for b in map(_load, files) if b["device"]["label"] == label for r in b["rows"]
+            if r.get("model") == model and r.get("precision") == "fp32" and r["ratio"]
+            and r.get("build_s") is not None]
+    if not rows:
+        return "eager", f"no engine bench of a {label} under {results} to weigh its build against"
+    r = rows[-1]
+    saved = images / r["reference"] - images / r["ours"]
+    if r["build_s"] < saved:
+        return "compile", f"building ({r['build_s']:.0f} s) saves {saved:.0f} s on {images} images"
+    return "eager", (f"building the engine took {r['build_s']:.0f} s here and would save "
+                     f"{max(saved, 0):.1f} s on {images} images")
+
+
+def _engine_words(options):
+    return ", ".join(f"{k} {v}" for k, v in options.items() if k != "backend")
 
 
 def main(argv=None, args=None):
     p = get_args_parser()
     a = args or p.parse_args(argv)
+    if a.engine_pays:
+        print(*engine_pays(a.engine_pays[0], int(a.engine_pays[1])))
+        return 0
     if not a.bare_loop:
         try:
             check_writable(a.out)  # before minutes of measuring, not after

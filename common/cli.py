@@ -183,7 +183,11 @@ def infer_parser(description, *, image_size=224, batch_size=256, channels_last=F
     a("--engine", choices=("compile", "tensorrt", "eager"), default="compile",
       help="what runs the inference pass (validation is always eager)")
     a("--compile-mode", default=None,
-      help="torch.compile mode (default: max-autotune on CUDA, default elsewhere)")
+      help="torch.compile mode (default: max-autotune, with CUDA graphs, on CUDA; "
+           "default elsewhere)")
+    a("--freeze", action=argparse.BooleanOptionalAction, default=True,
+      help="--engine compile: fold the weights into the compiled graph as constants "
+           "(inductor freezing), as a serving engine does")
     a("--repeat", type=positive_int, default=1, help="timed passes over the validation set, each")
     a("--warmup-batches", type=non_negative_int, default=5,
       help="untimed batches before each pass")

@@ -98,15 +98,38 @@ KINDS = [
     Kind("CPU", "cpu", "gloo", fused_optimizer=True),
 ]
 
-
-# dense peak FLOP/s per precision (vendor data sheets), matched on the device name;
-# a device that is not listed gets no MFU rather than a guessed one
+# dense peak TFLOP/s of one device per precision, from each product's data sheet (the
+# sheets' tensor-core figures "with sparsity" halved). Matched on the device name, the
+# first entry that matches wins, so a variant comes before the family it belongs to
+# (torch names an H100 SXM "NVIDIA H100 80GB HBM3", an H200 SXM "NVIDIA H200");
+# a device that is not listed gets no MFU rather than a guessed one.
+_SXM_H = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}
+_PCIE_H = {"fp32": 51.2, "tf32": 378, "fp16": 756, "bf16": 756}
+_NVL_H = {"fp32": 60, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5}
+_A100 = {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312}
 PEAK_TFLOPS = [
-    (r"H100.*PCIe", {"fp32": 51.2, "tf32": 378, "fp16": 756, "bf16": 756}),
-    (r"H100|H200|H800|GH200", {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}),
-    (r"A100|A800", {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312}),
-    (r"L40S", {"fp32": 91.6, "tf32": 183, "fp16": 362, "bf16": 362}),
-    (r"V100", {"fp32": 15.7, "fp16": 125}),
+    ("GH200", r"GH200", _SXM_H),
+    ("H100 NVL", r"H100.*NVL", _NVL_H),
+    ("H100 PCIe", r"H100.*PCIe", _PCIE_H),
+    ("H100 SXM", r"H100", _SXM_H),
+    ("H200 NVL", r"\bH200.*NVL", _NVL_H),
+    ("H200 SXM", r"\bH200", _SXM_H),
+    ("H800 PCIe", r"H800.*PCIe", _PCIE_H),
+    ("H800 SXM", r"H800", _SXM_H),
+    ("H20", r"\bH20\b", {"fp32": 44, "tf32": 74, "fp16": 148, "bf16": 148}),
+    ("A100 PCIe", r"A100.*PCIe", _A100),
+    ("A100 SXM", r"A100", _A100),
+    ("A800 PCIe", r"A800.*PCIe", _A100),
+    ("A800 SXM", r"A800", _A100),
+    ("A40", r"\bA40\b", {"fp32": 37.4, "tf32": 74.8, "fp16": 149.7, "bf16": 149.7}),
+    ("A30", r"\bA30\b", {"fp32": 10.3, "tf32": 82, "fp16": 165, "bf16": 165}),
+    ("A10", r"\bA10\b", {"fp32": 31.2, "tf32": 62.5, "fp16": 125, "bf16": 125}),
+    ("L40S", r"L40S", {"fp32": 91.6, "tf32": 183, "fp16": 362, "bf16": 362}),
+    ("L40", r"\bL40\b", {"fp32": 90.5, "tf32": 90.5, "fp16": 181, "bf16": 181}),
+    ("L4", r"\bL4\b", {"fp32": 30.3, "tf32": 60, "fp16": 121, "bf16": 121}),
+    ("V100S PCIe", r"V100S", {"fp32": 16.4, "fp16": 130}),
+    ("V100 PCIe", r"V100.*PCIe", {"fp32": 14, "fp16": 112}),
+    ("V100 SXM", r"V100", {"fp32": 15.7, "fp16": 125}),
 ]
 
 # training: amp is fp16 autocast with loss scaling, bf16 is bf16 autocast;
@@ -115,6 +138,13 @@ PRECISIONS = ("fp32", "tf32", "amp", "fp16", "bf16")
 _AUTOCAST = {"amp": torch.float16, "bf16": torch.bfloat16}
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "amp": torch.float16,
           "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+
+def autocast_dtype(precision):
+    """The dtype autocast runs in at a training --precision, None for fp32 and tf32."""
+    return _AUTOCAST.get(precision)
+
 
 # torch.version attributes that name the vendor software a build runs on
 _VERSION_ATTRS = ("cuda", "hip", "maca", "musa", "cann", "xpu")
@@ -342,7 +372,7 @@ class Device:
         torch.backends.cudnn.benchmark = True
 
     def autocast(self, precision):
-        dtype = _AUTOCAST.get(precision)
+        dtype = autocast_dtype(precision)
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.type, dtype=dtype)
@@ -355,15 +385,18 @@ class Device:
         return torch.cuda.amp.GradScaler(enabled=enabled)
 
     def peak(self, precision, given=None):
-        """(dense peak FLOP/s at `precision`, where it came from): `given` (--peak-tflops)
-        first, then the table entry matching the device name; (None, why) otherwise."""
+        """(dense peak FLOP/s of one device at `precision`, where it came from): `given`
+        (--peak-tflops) first, then the first table entry matching the device name, which
+        gives its own figure or none (never another entry's); (None, why) otherwise."""
         key = "fp16" if precision == "amp" else precision
         tflops = (given or {}).get(key, (given or {}).get("all"))
         if tflops is not None:
             return tflops * 1e12, "--peak-tflops"
-        for pattern, table in PEAK_TFLOPS:
-            if re.search(pattern, self.name) and key in table:
-                return table[key] * 1e12, f"table: {pattern}"
+        for entry, pattern, table in PEAK_TFLOPS:
+            if re.search(pattern, self.name, re.I):
+                if key in table:
+                    return table[key] * 1e12, f"table: {entry}"
+                return None, f"{entry} has no {key} peak on its data sheet; give --peak-tflops"
         return None, f"{self.label} has no {key} peak in the table; give --peak-tflops"
 
     def peak_flops(self, precision):
@@ -404,7 +437,7 @@ def fused_optimizer_types():
 
 
 # the precisions the peak table knows, which --peak-tflops may name
-PEAK_KEYS = tuple(dict.fromkeys(key for _, table in PEAK_TFLOPS for key in table))
+PEAK_KEYS = tuple(dict.fromkeys(key for _, _, table in PEAK_TFLOPS for key in table))
 
 
 def peak_tflops_arg(text):

@@ -36,14 +36,22 @@ def flops_per_image(model, image_size, channels=3):
     return counter.get_total_flops()
 
 
-def efficiency(flops_per_img, images_per_s, peak, passes):
-    """Achieved TFLOP/s and MFU for `passes` forward-equivalents per image (3 for a
-    training step: forward + backward). `peak` is (FLOP/s or None, where it came from),
+def per_device_rate(images_per_s, world_size):
+    """Images/s of one device: the rates of a record are totals over every rank."""
+    return images_per_s / world_size if images_per_s else None
+
+
+def efficiency(flops_per_img, images_per_s, peak, passes, world_size):
+    """Achieved TFLOP/s of one device and its MFU for `passes` forward-equivalents per
+    image (3 for a training step: forward + backward), from the total rate of
+    `world_size` devices. `peak` is (FLOP/s of one device or None, where it came from),
     as the device shim gives it; MFU is None where the peak is unknown."""
     peak_flops, source = peak
-    known = {"peak_tflops": peak_flops / 1e12 if peak_flops else None, "peak_source": source}
-    if not flops_per_img or not images_per_s:
-        return {"tflops": None, "mfu": None, **known}
-    achieved = flops_per_img * passes * images_per_s
-    return {"tflops": achieved / 1e12, "mfu": achieved / peak_flops if peak_flops else None,
-            **known}
+    found = {"tflops": None, "mfu": None, "peak_source": source,
+             "peak_tflops": peak_flops / 1e12 if peak_flops else None}
+    rate = per_device_rate(images_per_s, world_size)
+    if not flops_per_img or not rate:
+        return found
+    achieved = flops_per_img * passes * rate
+    return {**found, "tflops": achieved / 1e12,
+            "mfu": achieved / peak_flops if peak_flops else None}

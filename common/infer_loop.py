@@ -11,6 +11,7 @@ engine (compilation) is timed on its own and is in neither.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -19,7 +20,7 @@ from common import data, dist, history, monitor, progress
 from common.clocks import CoreTimer, percentiles, rate
 from common.device import DTYPES
 from common.errors import UserError
-from common.flops import flops_per_image
+from common.flops import flops_per_image, per_device_rate
 
 ENGINES = ("compile", "tensorrt", "eager")
 
@@ -31,39 +32,86 @@ def _mark_step():
         mark()
 
 
-def build_engine(model, engine, run, precision, compile_mode=None):
-    """The model as the engine runs it. Compilation itself happens on first calls."""
-    if engine == "eager":
-        return model
+def compile_mode_for(run, compile_mode=None):
+    """--compile-mode, or the fastest for the device as the shim knows it: max-autotune
+    (autotuned kernels, CUDA graphs, which batch-1 latency needs most) on CUDA; the
+    default elsewhere, where autotuning costs minutes of build for little (see the
+    README)."""
+    return compile_mode or run.device.kind.compile_mode
+
+
+def _freezing_supported():
+    return hasattr(getattr(torch, "_inductor", None), "config") and \
+        hasattr(torch._inductor.config, "freezing")
+
+
+def engine_options(engine, run, precision, compile_mode=None, freeze=True):
+    """What the engine runs with, for the record: backend, mode, weight freezing, TF32."""
     if engine == "compile":
-        if compile_mode is None:
-            # the shim's choice: autotuned kernels and graphs where the chip's backend has them
-            compile_mode = run.device.kind.compile_mode
-        return torch.compile(model, mode=compile_mode, dynamic=False)
+        options = {"backend": "inductor", "mode": compile_mode_for(run, compile_mode),
+                   "freezing": bool(freeze)}
+        if freeze and not _freezing_supported():
+            options.update(freezing=False, freezing_note=f"torch {torch.__version__} has no "
+                                                         f"inductor freezing: weights stay inputs")
+        return options
     if engine == "tensorrt":
-        try:
-            import torch_tensorrt  # noqa: F401  (registers the backend)
-        except ImportError:
-            raise UserError("--engine tensorrt: torch_tensorrt does not import here; "
-                            "install it or use --engine compile") from None
-        return torch.compile(model, backend="torch_tensorrt", dynamic=False,
-                             options={"enabled_precisions": {DTYPES[precision]}})
+        # tensorrt allows tf32 unless told not to: fp32 means fp32 there too
+        return {"backend": "torch_tensorrt", "enabled_precisions": str(DTYPES[precision]),
+                "disable_tf32": precision != "tf32"}
+    if engine == "eager":
+        return {"backend": "eager"}
     raise UserError(f"--engine {engine}: unknown; choose one of {', '.join(ENGINES)}")
+
+
+def build_engine(model, engine, run, precision, compile_mode=None, freeze=True):
+    """(the model as the engine runs it, its options). Compilation itself happens on the
+    first calls, which must run inside building(options)."""
+    options = engine_options(engine, run, precision, compile_mode, freeze)
+    if engine == "eager":
+        return model, options
+    if engine == "compile":
+        return torch.compile(model, mode=options["mode"], dynamic=False), options
+    try:
+        import torch_tensorrt  # noqa: F401  (registers the backend)
+    except ImportError:
+        raise UserError("--engine tensorrt: torch_tensorrt does not import here; "
+                        "install it or use --engine compile") from None
+    return torch.compile(model, backend="torch_tensorrt", dynamic=False,
+                         options={"enabled_precisions": {DTYPES[precision]},
+                                  "disable_tf32": options["disable_tf32"]}), options
+
+
+def building(options):
+    """The settings in force while the engine compiles, and only then: inductor's weight
+    freezing (weights become constants: convolution weights pre-packed, batch norms
+    folded), which a serving engine can do as inference weights never change."""
+    if options.get("freezing"):
+        return torch._inductor.config.patch(freezing=True)
+    return contextlib.nullcontext()
 
 
 def _prepare(normalize, dtype):
     return lambda images: normalize(images).to(dtype)
 
 
-def timed_pass(model, loader, run, prep, warmup_batches, repeat=1, name="pass"):
+def warm_up(model, run, prep, image_size, sizes, calls):
+    """`calls` untimed calls at each batch size, on blank images made here and copied as
+    the loader's are: every shape a pass will see meets its first call (cudnn's algorithm
+    search, a compilation) here, and no loader iteration is left behind with batches
+    queued that the timed pass would first have to wait for."""
+    with torch.inference_mode():
+        for bs in sizes:
+            blank = torch.zeros(bs, 3, image_size, image_size, dtype=torch.uint8)
+            (x,) = data.to_device((blank,), run)
+            for _ in range(calls):
+                _mark_step()
+                model(prep(x))
+
+
+def timed_pass(model, loader, run, prep, warmup_batches, image_size, repeat=1, name="pass"):
     """One (or `repeat`) pass(es) over the loader: exact top-1/top-5 and the clocks."""
     dev = run.device
-    first = data.to_device(next(iter(loader)), run)[0]
-    with torch.inference_mode():
-        for _ in range(warmup_batches):  # untimed, uncounted
-            _mark_step()
-            model(prep(first))
-    del first
+    warm_up(model, run, prep, image_size, sorted(batch_sizes(loader)), warmup_batches)
     timer = CoreTimer(dev)
     correct1 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
     correct5 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
@@ -127,12 +175,6 @@ def batch_sizes(loader):
     return {bs} | ({n % bs} if n % bs else set())
 
 
-def _data_words(args, loader):
-    if args.synthetic:
-        return progress.data_words(args)
-    return progress.data_words(args, val=len(loader.dataset))
-
-
 def run_inference(run, args, model, loader, normalize):
     """Both passes and the batch-1 latency; returns the figures of the record."""
     dev = run.device
@@ -148,29 +190,25 @@ def run_inference(run, args, model, loader, normalize):
 
     progress.header(run, args, "inference", _data_words(args, loader),
                     f"validation pass eager, inference pass through engine '{args.engine}'")
-    val = timed_pass(model, loader, run, prep, args.warmup_batches, args.repeat,
-                     name="validation pass (eager)")
+    val = timed_pass(model, loader, run, prep, args.warmup_batches, args.image_size,
+                     args.repeat, name="validation pass (eager)")
 
     # build: compile for every shape the timed pass and the latency calls will use
     shapes = sorted(batch_sizes(loader) | {1})
     dist.print0(run, f"engine '{args.engine}': building for batches of {shapes} ...")
     dev.synchronize()
     t0 = time.perf_counter()
-    engine = build_engine(model, args.engine, run, args.precision, args.compile_mode)
-    with torch.inference_mode():
-        for bs in shapes:
-            x = torch.zeros(bs, 3, args.image_size, args.image_size, dtype=torch.uint8,
-                            device=dev.torch_device)
-            for _ in range(2):
-                _mark_step()
-                engine(prep(x))
+    engine, options = build_engine(model, args.engine, run, args.precision, args.compile_mode,
+                                   getattr(args, "freeze", True))
+    with building(options):
+        warm_up(engine, run, prep, args.image_size, shapes, 2)
     dev.synchronize()
     build_s = time.perf_counter() - t0
     (build_s,) = dist.max_all(run, [build_s])
     dist.print0(run, f"engine '{args.engine}': built in {build_s:.1f} s")
 
-    infer = timed_pass(engine, loader, run, prep, args.warmup_batches, args.repeat,
-                       name=f"inference pass ({args.engine})")
+    infer = timed_pass(engine, loader, run, prep, args.warmup_batches, args.image_size,
+                       args.repeat, name=f"inference pass ({args.engine})")
     latency = batch1_latency(engine, run, prep, args.image_size, args.latency_calls)
     memory = dist.memory_figures(run)
     monitor.stop(mon)
@@ -180,16 +218,35 @@ def run_inference(run, args, model, loader, normalize):
               for name, p in (("val", val), ("infer", infer))}
     timeline = {"monitor": history.monitor_series(mon, started),
                 **{f"{name}_s": history.window_s(w, started) for name, w in windows.items()}}
+    per_device = per_device_rate(infer["p_core"], run.world_size)
     return {
         "images": val["images"] // args.repeat, "build_s": build_s, "engine": args.engine,
+        "engine_options": options, **engine_against_eager(args.engine, val, infer),
         "flops_per_image": flops,
         "p_val_whole": val["p_whole"], "p_val_core": val["p_core"],
         "p_infer_whole": infer["p_whole"], "p_infer_core": infer["p_core"],
-        # the seed's latency: time per image at full batch on the engine
-        "latency_s": 1.0 / infer["p_core"] if infer["p_core"] else None,
+        # the seed's latency: time per image on one device at full batch, on the engine
+        "latency_s": 1.0 / per_device if per_device else None,
         "latency_b1_ms": latency,
         "acc_val": val["top1"], "acc_infer": infer["top1"],
         "acc5_val": val["top5"], "acc5_infer": infer["top5"],
         "val_pass": val, "infer_pass": infer,
         **memory, "monitor": passes, "history": timeline,
     }
+
+
+def engine_against_eager(engine, val, infer):
+    """The engine's speed over eager's (core rates of the same run), and a word when the
+    engine is the slower: it is never silently so."""
+    if engine == "eager" or not val["p_core"] or not infer["p_core"]:
+        return {"engine_speedup": None, "engine_slower": None}
+    speedup = infer["p_core"] / val["p_core"]
+    slower = (f"engine slower than eager: {infer['p_core']:.1f} against "
+              f"{val['p_core']:.1f} img/s" if speedup < 1 else None)
+    return {"engine_speedup": speedup, "engine_slower": slower}
+
+
+def _data_words(args, loader):
+    if args.synthetic:
+        return progress.data_words(args)
+    return progress.data_words(args, val=len(loader.dataset))

@@ -161,7 +161,8 @@ def train_record(run, args, parser, model_name, figures, flops_per_img):
     fig["flops_per_image"] = flops_per_img
     # a training step is a forward and a backward: about three forwards of work
     fig.update(efficiency(flops_per_img, fig.get("p_core"),
-                          run.device.peak(args.precision, args.peak_tflops), passes=3))
+                          run.device.peak(args.precision, args.peak_tflops), passes=3,
+                          world_size=run.world_size))
     fix_hp = cli.fix_hp(args, parser)
     if (fig.get("batch_size_search") or {}).get("searched"):
         fix_hp = {"bs": args.batch_size, **fix_hp}  # a searched batch is always shown
@@ -182,7 +183,8 @@ def infer_record(run, args, model_name, figures, weights):
         for key in ("acc_val", "acc_infer", "acc5_val", "acc5_infer"):
             fig[key] = None
     fig.update(efficiency(fig["flops_per_image"], fig.get("p_infer_core"),
-                          run.device.peak(args.precision, args.peak_tflops), passes=1))
+                          run.device.peak(args.precision, args.peak_tflops), passes=1,
+                          world_size=run.world_size))
     return _record(run, args, "infer", model_name, fig, weights=weights or "random",
                    weights_source=source, engine=args.engine,
                    warmup_batches=args.warmup_batches)
@@ -468,6 +470,17 @@ def _infer_acc(rec, lang):
                                                                     f.get("acc_infer")))
 
 
+def _infer_core(rec, lang):
+    """p_infer_core; an engine slower than eager says so, with eager's figure beside it."""
+    f = rec["figures"]
+    if f.get("p_infer_core") is None:
+        return None
+    core = _one_decimal(f["p_infer_core"])
+    if f.get("engine_slower"):  # never silently slower than eager
+        core += f" (slower than eager {_one_decimal(f['p_val_core'])})"
+    return core
+
+
 def _infer_mem(rec, lang):
     f = rec["figures"]
     if f.get("mem_peak_gib") is None or f.get("mem_total_gib") is None:
@@ -517,7 +530,7 @@ INFER = (
     column("p_val_whole", figure("p_val_whole", _one_decimal)),
     column("p_val_core", figure("p_val_core", _one_decimal)),
     column("p_infer_whole", figure("p_infer_whole", _one_decimal)),
-    column("p_infer_core", figure("p_infer_core", _one_decimal)),
+    column("p_infer_core", _infer_core),
     column("latency", figure("latency_s", fmt_latency)),
     column("acc (val/infer)", _infer_acc, zh="acc(验证/推理)"),
     column("mem", _infer_mem),

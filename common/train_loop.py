@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from common import checkpoint, cli, data, dist, history, monitor, optim, profile, progress
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
+from common.device import autocast_dtype
 from common.errors import UserError
 from common.flops import flops_per_image
 
@@ -99,6 +100,15 @@ def _local_grads(net):
         net.set_requires_gradient_sync(True)
 
 
+def fsdp_dtypes(precision):
+    """FSDP2's mixed precision for a --precision: under amp and bf16 the weights are
+    gathered in the autocast dtype (half the traffic, and no cast per layer), gradients
+    reduced in fp32 (a sum over many ranks in fp16 or bf16 loses bits); fp32 and tf32
+    keep everything fp32."""
+    low = autocast_dtype(precision)
+    return {"param_dtype": low, "reduce_dtype": torch.float32} if low else {}
+
+
 def _is_oom(e):
     oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
     return isinstance(e, oom) or "out of memory" in str(e).lower()
@@ -148,7 +158,8 @@ def find_batch_size(run, args, model, optimizer, loss_fn, normalize, images=None
     if run.device.type == "cpu":
         return None, {"searched": False, "reason": "a cpu does not report out-of-memory"}
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
+    # the trial steps draw on both random states (dropout, mixup on the device)
+    rng, device_rng = torch.get_rng_state(), run.device.rng_state()
     batch = AUTO_BATCH_START if images is None else min(AUTO_BATCH_START,
                                                         images // run.world_size)
     tried = []
@@ -160,6 +171,7 @@ def find_batch_size(run, args, model, optimizer, loss_fn, normalize, images=None
     model.load_state_dict(weights)
     optimizer.state.clear()
     torch.set_rng_state(rng)
+    run.device.set_rng_state(device_rng)
     if batch < 1:
         raise UserError(f"--batch-size auto: not even one image per device fits in the "
                         f"{run.device.total_memory() / 1024 ** 3:.1f} GiB of "
@@ -225,11 +237,14 @@ def _progress_line(run, total_steps, step, rows, t0):
     line's figures are appended to `rows` (history.STEP_COLUMNS, seconds from t0)."""
     last = {"t": time.perf_counter(), "step": step}
 
-    def line(epoch, step, loss, lr, images_per_step):
+    def line(epoch, step, loss, grad_accum, lr, images_per_step):
+        if not run.is_main:  # only rank 0 prints: the others never wait for the loss
+            return
         now = time.perf_counter()
         steps, seconds = step - last["step"], now - last["t"]
         rate = steps * images_per_step * run.world_size / seconds
         eta = seconds / steps * (total_steps - step)
+        loss = loss.item() * grad_accum  # a sync, on the printing rank only
         dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
                          f"lr {lr:.4g} {rate:.1f} img/s eta {progress.fmt_eta(eta)}")
         rows.append([step, round(now - t0, 3), loss, rate])
@@ -294,7 +309,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     mon = monitor.start(run, args)
     net = model
     if run.distributed and not sharded:
-        net = DDP(model, device_ids=None if dev.type == "cpu" else [dev.index])
+        # gradients live in the buckets DDP all-reduces: no copy in and out of them
+        net = DDP(model, device_ids=None if dev.type == "cpu" else [dev.index],
+                  gradient_as_bucket_view=True)
     profiling, profiler, profiled = getattr(args, "profile", False), None, None
     compile_s = None
     if compiling:
@@ -398,7 +415,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                 if stop:
                     break
                 if printing:
-                    step_line(epoch, step, loss.item() * grad_accum,
+                    step_line(epoch, step, loss, grad_accum,
                              optimizer.param_groups[0]["lr"], n_images * grad_accum)
                 if step >= total_steps:
                     break

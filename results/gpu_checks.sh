@@ -5,7 +5,7 @@
 #
 #   bash results/gpu_checks.sh            # all of it (not yet timed on a GPU: split it where
 #                                         # device time is short)
-#   bash results/gpu_checks.sh train      # or: infer, bench
+#   bash results/gpu_checks.sh train      # or: infer, real, bench
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -41,6 +41,37 @@ if [ "$WHAT" = all ] || [ "$WHAT" = infer ]; then
     --synthetic-batches 50 --out "$OUT/infer"
   run "$PY" bit/infer.py --synthetic --batch-size 64 --precision fp16 \
     --synthetic-batches 20 --out "$OUT/infer"
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = real ]; then
+  # where figures went wrong before: real JPEGs with a last, partial batch (13 x 8 = 104
+  # images in batches of 32 leave 8), on one device and on all of them; TensorRT at
+  # fp32 (TF32 off) and fp16; FSDP under amp on two devices or more
+  DATA=$OUT/odd-data
+  [ -d "$DATA" ] || run "$PY" -m common.make_dataset "$DATA" --classes 8 --train-per-class 16 \
+    --val-per-class 13 --size 256
+  NDEV=$("$PY" -c "from common.device import local_device_count; print(local_device_count())")
+  for p in fp32 fp16; do
+    run "$PY" resnet50/infer.py --data-dir "$DATA" --batch-size 32 --precision "$p" \
+      --channels-last --workers 4 --out "$OUT/real"
+  done
+  run "$PY" -m torch.distributed.run --nproc-per-node "$NDEV" resnet50/infer.py \
+    --data-dir "$DATA" --batch-size 8 --precision fp16 --channels-last --workers 4 \
+    --out "$OUT/real"
+  if "$PY" -c "import torch_tensorrt" 2>/dev/null; then
+    for p in fp32 fp16; do
+      run "$PY" resnet50/infer.py --data-dir "$DATA" --batch-size 32 --precision "$p" \
+        --engine tensorrt --channels-last --workers 4 --out "$OUT/real"
+    done
+  else
+    echo "skipped: --engine tensorrt (torch_tensorrt does not import)"
+  fi
+  if [ "$NDEV" -ge 2 ]; then
+    run "$PY" -m torch.distributed.run --nproc-per-node "$NDEV" bit/train.py --data-dir "$DATA" \
+      --fsdp --precision amp --batch-size 4 --image-size 224 --max-steps 20 --warmup-steps 5 \
+      --workers 4 --out "$OUT/real"
+  else
+    echo "skipped: bit/train.py --fsdp --precision amp (needs two devices or more)"
+  fi
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
   # our overheads against the references, at full size

@@ -2,7 +2,8 @@
 accumulation and clipping, once under DDP and once sharded (FSDP2 + activation
 checkpointing), and write how far apart the two end (rank 0):
     torchrun --nproc_per_node 2 sharded_steps.py OUT.json
-Used by test_bit_train.py to show that sharding changes memory, not training."""
+Used by test_bit_train.py to show that sharding changes memory, not training, and that
+under bf16 the shards are gathered in bf16."""
 import argparse
 import json
 import os
@@ -47,12 +48,26 @@ def trained_weights(sharded):
     return start, end
 
 
+def gathered_dtypes(precision):
+    """The dtypes of the weights a sharded unit computes with, under `precision`."""
+    torch.manual_seed(0)
+    model = bit("tiny", num_classes=3, zero_head=False)
+    bit_train.shard_units(model, run, precision)
+    seen = set()
+    conv = next(next(model.body.children()).children()).conv1
+    conv.register_forward_pre_hook(lambda m, i: seen.add(str(m.weight.dtype)))
+    with run.device.autocast(precision):
+        model(normalize(batches[0][0]))
+    return sorted(seen)
+
+
 start, ddp = trained_weights(sharded=False)
 _, fsdp = trained_weights(sharded=True)
 result = {
     "names_kept": sorted(ddp) == sorted(fsdp),
     "moved": max((ddp[k] - start[k]).abs().max().item() for k in ddp),
     "apart": max((ddp[k] - fsdp[k]).abs().max().item() for k in ddp),
+    "gathered": {p: gathered_dtypes(p) for p in ("fp32", "bf16")},
 }
 if run.is_main:
     with open(out, "w") as f:

@@ -4,7 +4,7 @@ import os
 
 from conftest import run_script
 
-from common import bench
+from common import bench, device
 
 
 def test_row_medians_ratio_and_verdict():
@@ -42,3 +42,18 @@ def test_bench_end_to_end_small(tmp_path):
         assert r["ratio"] == r["ours"] / r["reference"] and len(r["rounds"]) == 1
     assert "| harness: resnet50/train.py p_core / bare loop" in proc.stdout
     assert "| rounds" in proc.stdout
+
+
+def test_engine_pays_only_where_its_build_costs_less_than_it_saves(tmp_path):
+    """ResNet50 at 100 img/s eager, 300 through an engine that takes 40 s to build: it
+    saves 1/150 s an image, so it pays from 6,000 images on, not on 64."""
+    (tmp_path / "cpu").mkdir()
+    rows = [dict(bench.row("engine: resnet50/infer.py compile / eager", 300.0, 100.0, "img/s"),
+                 model="resnet50", precision="fp32", build_s=40.0)]
+    (tmp_path / "cpu" / "bench-CPU-20260101-000000.json").write_text(json.dumps(
+        {"device": {"label": device.select().label}, "rows": rows}))
+    engine, why = bench.engine_pays("resnet50", 64, str(tmp_path))
+    assert engine == "eager" and why == ("building the engine took 40 s here and would "
+                                         "save 0.4 s on 64 images")
+    assert bench.engine_pays("resnet50", 7000, str(tmp_path))[0] == "compile"
+    assert bench.engine_pays("vit", 7000, str(tmp_path))[0] == "eager"  # never measured

@@ -120,6 +120,15 @@ def test_fsdp_with_accumulation_and_clipping_trains_like_ddp(tmp_path):
     result = json.loads(out.read_text())
     assert result["names_kept"]
     assert result["moved"] > 1e-3 and result["apart"] < 1e-6
+    # under bf16 the shards are gathered in bf16: half the traffic, no cast per layer
+    assert result["gathered"] == {"fp32": ["torch.float32"], "bf16": ["torch.bfloat16"]}
+
+
+def test_fsdp_mixed_precision_follows_the_precision():
+    from common.train_loop import fsdp_dtypes
+    assert fsdp_dtypes("fp32") == fsdp_dtypes("tf32") == {}
+    assert fsdp_dtypes("bf16") == {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32}
+    assert fsdp_dtypes("amp") == {"param_dtype": torch.float16, "reduce_dtype": torch.float32}
 
 
 def test_without_weights_warns_and_records_random(tmp_path):

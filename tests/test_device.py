@@ -59,17 +59,41 @@ def test_fp32_means_no_tf32():
     assert torch.get_float32_matmul_precision() == "highest"
 
 
-def test_peak_flops_from_the_device_name():
+@pytest.mark.parametrize("name, precision, entry, tflops", [
+    # names as torch.cuda.get_device_name gives them; each variant its own data sheet
+    ("NVIDIA H100 80GB HBM3", "bf16", "H100 SXM", 989.4),
+    ("NVIDIA H100 PCIe", "amp", "H100 PCIe", 756),
+    ("NVIDIA H100 NVL", "bf16", "H100 NVL", 835.5),
+    ("NVIDIA H200", "tf32", "H200 SXM", 494.7),
+    ("NVIDIA H200 NVL", "fp16", "H200 NVL", 835.5),
+    ("NVIDIA H800", "bf16", "H800 SXM", 989.4),
+    ("NVIDIA H800 PCIe", "bf16", "H800 PCIe", 756),
+    ("NVIDIA GH200 480GB", "bf16", "GH200", 989.4),
+    ("NVIDIA H20", "bf16", "H20", 148),
+    ("NVIDIA A100-SXM4-40GB", "tf32", "A100 SXM", 156),
+    ("NVIDIA A100 80GB PCIe", "fp32", "A100 PCIe", 19.5),
+    ("NVIDIA A100-PCIE-40GB", "fp16", "A100 PCIe", 312),
+    ("NVIDIA A800-SXM4-80GB", "bf16", "A800 SXM", 312),
+    ("NVIDIA A10", "fp16", "A10", 125),
+    ("NVIDIA L40S", "bf16", "L40S", 362),
+    ("NVIDIA L40", "bf16", "L40", 181),
+    ("NVIDIA L4", "fp32", "L4", 30.3),
+    ("Tesla V100-SXM2-32GB", "amp", "V100 SXM", 125),
+    ("Tesla V100-PCIE-16GB", "amp", "V100 PCIe", 112),
+    ("Tesla V100S-PCIE-32GB", "fp32", "V100S PCIe", 16.4),
+])
+def test_peak_from_the_device_name_most_specific_first(name, precision, entry, tflops):
     d = device.select("cpu")
-    assert d.peak_flops("fp32") is None  # unknown: no MFU rather than a guess
-    d.name = "NVIDIA H100 80GB HBM3"
-    assert d.peak_flops("bf16") == pytest.approx(989.4e12)
-    d.name = "NVIDIA H100 PCIe"
-    assert d.peak_flops("amp") == pytest.approx(756e12)
-    d.name = "NVIDIA A100-SXM4-40GB"
-    assert d.peak_flops("tf32") == pytest.approx(156e12)
+    d.name = name
+    assert d.peak(precision) == (pytest.approx(tflops * 1e12), f"table: {entry}")
+    assert d.peak_flops(precision) == pytest.approx(tflops * 1e12)
+
+
+def test_no_peak_rather_than_a_guess():
+    d = device.select("cpu")
+    assert d.peak("fp32")[0] is None and d.peak_flops("fp32") is None
     d.name = "Tesla V100-SXM2-32GB"
-    assert d.peak_flops("bf16") is None
+    assert d.peak("bf16")[0] is None  # no bf16 on the data sheet: not another entry's
 
 
 def test_autocast_and_scaler_follow_precision():
@@ -88,7 +112,7 @@ def test_the_peak_says_where_it_came_from():
     assert d.peak("bf16", {"all": 100.0}) == (100e12, "--peak-tflops")
     assert d.peak("bf16", {"fp32": 19.5})[0] is None  # given for another precision only
     d.name = "NVIDIA A100-SXM4-40GB"
-    assert d.peak("amp") == (pytest.approx(312e12), "table: A100|A800")
+    assert d.peak("amp") == (pytest.approx(312e12), "table: A100 SXM")
     assert d.peak("fp32", {"fp32": 20.0}) == (20e12, "--peak-tflops")  # the flag wins
 
 

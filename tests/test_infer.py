@@ -1,6 +1,9 @@
 """The inference scripts end to end, weights loading, and seed 001's table."""
+import json
 import os
 import pickle
+import sys
+import time
 
 import pytest
 import torch
@@ -10,9 +13,10 @@ from test_report import cells
 from test_resnet50 import only_record
 
 from bit.model import bit, save_npz
-from common import report
+from common import data, device, dist, infer_loop, report
 from vit.model import vit_tiny
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK = ["--image-size", 32, "--batch-size", 3, "--workers", 1, "--latency-calls", 5,
          "--warmup-batches", 1]
 
@@ -36,7 +40,8 @@ def check_record(rec, images=20):
     assert rec["case"] == "infer" and f["images"] == images
     assert f["p_val_core"] >= f["p_val_whole"] > 0
     assert f["p_infer_core"] >= f["p_infer_whole"] > 0
-    assert f["latency_s"] == pytest.approx(1 / f["p_infer_core"])
+    # the seed's latency: per image on one device
+    assert f["latency_s"] == pytest.approx(rec["world_size"] / f["p_infer_core"])
     assert set(f["latency_b1_ms"]) == {"p50", "p90", "p99"}
     assert f["build_s"] >= 0 and f["flops_per_image"] > 0 and f["mem_peak_gib"] > 0
     # the same weights give the same top-1 in the framework and in the engine
@@ -160,3 +165,124 @@ def test_seed_001_table_from_records():
                                   "p_val_core", "p_infer_whole", "p_infer_core", "latency",
                                   "acc(验证/推理)", "mem"]
     assert cells("\n".join(lines[2:])) == cells(SEED_001_ROWS)
+
+
+def test_an_engine_slower_than_eager_says_so_in_its_row():
+    rec = seed_infer_record("fp32", 474.4, 1487.3, 2653.2, 1560.3, 2000.0, 76.20, 76.19, 28.86)
+    rec["figures"]["engine_slower"] = "engine slower than eager: 2000.0 against 2653.2 img/s"
+    row = report.infer_row(rec, extra=False)
+    assert row[7] == "2000.0 (slower than eager 2653.2)"
+    del rec["figures"]["engine_slower"]
+    assert report.infer_row(rec, extra=False)[7] == "2000.0"
+
+
+def test_latency_tflops_and_mfu_are_per_device(tmp_path):
+    """Every batch takes 20 ms on each rank: one device serves 4 images per 20 ms
+    whether 1 or 2 of them run, so its latency, TFLOP/s and MFU do not change."""
+    figures = {}
+    for n in (1, 2):
+        out = tmp_path / f"{n}.json"
+        proc = run_script([os.path.join(HERE, "infer_per_device.py"), out], nproc=n)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        figures[n] = json.loads(out.read_text())
+    one, two = figures[1], figures[2]
+    assert two["world_size"] == 2 and two["images"] == 2 * one["images"]
+    assert two["p_infer_core"] == pytest.approx(2 * one["p_infer_core"], rel=0.25)
+    assert one["latency_s"] == pytest.approx(0.005, rel=0.25)
+    assert two["latency_s"] == pytest.approx(one["latency_s"], rel=0.25)
+    assert two["tflops"] == pytest.approx(one["tflops"], rel=0.25)
+    assert two["mfu"] == pytest.approx(one["mfu"], rel=0.25)
+    assert one["mfu"] == pytest.approx(one["tflops"] / 1.0)  # the test's 1 TFLOP/s peak
+    assert one["peak_source"] == "test" and one["peak_tflops"] == 1.0
+
+
+class LoggedDecode:
+    """The dataset's image reader, writing (clock, path) of each decode to a file, so
+    that the loader's worker processes report theirs too."""
+
+    def __init__(self, read, log):
+        self.read, self.log = read, log
+
+    def __call__(self, path):
+        with open(self.log, "a") as f:
+            f.write(f"{time.perf_counter()} {path}\n")
+        return self.read(path)
+
+
+class LoggedShapes(torch.nn.Module):
+    """A tiny classifier that notes (clock, batch size) of each call."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4),
+                                       torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.calls = []
+
+    def forward(self, x):
+        self.calls.append((time.perf_counter(), x.shape[0]))
+        return self.net(x)
+
+
+def test_a_timed_pass_holds_the_pass_and_nothing_else(dataset, tmp_path):
+    """Two passes over 20 images in batches of 3 (so a last batch of 2), with the loader
+    of a real run (2 persistent workers, prefetching): inside each pass every image is
+    decoded once, nothing is decoded outside the passes, and every batch size a pass
+    runs was warmed up before its clock started."""
+    run = dist.setup("cpu")
+    log = tmp_path / "decodes.txt"
+    val = data.image_folder(dataset, "val", data.eval_transform(32))
+    val.loader = LoggedDecode(val.loader, log)
+    loader = data.eval_loader(val, batch_size=3, workers=2, run=run)
+    normalize = data.normalizer(data.IMAGENET_MEAN, data.IMAGENET_STD, "cpu")
+    model = LoggedShapes().eval()
+    before = 0.0
+    for _ in range(2):  # the validation pass, then the engine's
+        result = infer_loop.timed_pass(model, loader, run, normalize, warmup_batches=1,
+                                       image_size=32)
+        t0, t1 = result["window"]
+        decoded = [line.split(" ", 1) for line in log.read_text().splitlines()]
+        inside = [path for t, path in decoded if t0 <= float(t) <= t1]
+        assert result["images"] == 20 and sorted(inside) == sorted(p for p, _ in val.samples)
+        warmed = {bs for t, bs in model.calls if before <= t < t0}
+        timed = {bs for t, bs in model.calls if t0 <= t <= t1}
+        assert timed == {3, 2} and timed <= warmed
+        before = t1
+    assert len(log.read_text().splitlines()) == 2 * 20
+
+
+@pytest.mark.parametrize("precision, tf32_off", [("fp32", True), ("fp16", True),
+                                                  ("tf32", False)])
+def test_tensorrt_runs_tf32_only_when_asked(monkeypatch, precision, tf32_off):
+    """TensorRT allows TF32 unless told not to: --precision fp32 is fp32 there too."""
+    import types
+    compiled = {}
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", types.ModuleType("torch_tensorrt"))
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.update(kw) or model)
+    run = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"))
+    _, options = infer_loop.build_engine(torch.nn.Identity(), "tensorrt", run, precision)
+    assert compiled["backend"] == "torch_tensorrt"
+    assert compiled["options"]["disable_tf32"] is tf32_off
+    assert compiled["options"]["enabled_precisions"] == {device.DTYPES[precision]}
+    assert options["disable_tf32"] is tf32_off  # and the record says so
+
+
+def test_frozen_engine_folds_the_weights_and_agrees_with_eager():
+    """--engine compile freezes the weights while it builds, and only then."""
+    run = dist.setup("cpu")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                                torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+    x = torch.randn(6, 3, 16, 16)
+    engine, options = infer_loop.build_engine(model, "compile", run, "fp32")
+    assert options == {"backend": "inductor", "mode": "default", "freezing": True}
+    frozen = torch._inductor.config.freezing
+    with infer_loop.building(options), torch.inference_mode():
+        assert torch._inductor.config.freezing
+        out = engine(x)
+    assert torch._inductor.config.freezing == frozen
+    with torch.inference_mode():
+        assert torch.equal(out.argmax(1), model(x).argmax(1))
+        assert torch.allclose(out, model(x), atol=1e-4)
+    _, unfrozen = infer_loop.build_engine(model, "compile", run, "fp32", freeze=False)
+    assert unfrozen["freezing"] is False

@@ -177,7 +177,8 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
 
 def test_auto_batch_size_halves_on_oom_and_puts_everything_back(monkeypatch):
     """On an accelerator, --batch-size auto tries 1024, 512, ... until a step fits, then
-    restores the weights, the optimizer state and the random state it disturbed."""
+    restores the weights, the optimizer state and the random states it disturbed: the
+    host's and the device's (here a generator of its own, read through the shim)."""
     import types
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -190,9 +191,14 @@ def test_auto_batch_size_halves_on_oom_and_puts_everything_back(monkeypatch):
         model.weight.data.add_(1.0)  # what a real attempt's optimizer step does
         optimizer.state[model.weight]["momentum_buffer"] = torch.ones(2, 4)
         torch.rand(3)
+        torch.rand(3, generator=device_rng)  # dropout or mixup on the device
         return batch_size <= 200  # fits up to 200 images
     monkeypatch.setattr(train_loop, "_trains", fake_step)
-    accelerator = types.SimpleNamespace(type="cuda", label="X", total_memory=lambda: 2 ** 30)
+    device_rng = torch.Generator().manual_seed(7)
+    device_rng_before = device_rng.get_state()
+    accelerator = types.SimpleNamespace(type="cuda", label="X", total_memory=lambda: 2 ** 30,
+                                        rng_state=device_rng.get_state,
+                                        set_rng_state=device_rng.set_state)
     run = Run(rank=0, local_rank=0, world_size=1, local_world_size=1, device=accelerator)
     found, search = train_loop.find_batch_size(run, None, model, optimizer, None, None,
                                                images=700)
@@ -200,6 +206,7 @@ def test_auto_batch_size_halves_on_oom_and_puts_everything_back(monkeypatch):
     assert tried == [700, 350, 175] and search == {"searched": True, "tried": [700, 350, 175]}
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not optimizer.state and torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(device_rng.get_state(), device_rng_before)
 
 
 def test_auto_batch_size_on_a_cpu_keeps_the_recipe_batch(tmp_path):
@@ -260,3 +267,20 @@ def test_profile_without_room_in_warmup_is_one_line():
     proc = run_script(["resnet50/train.py", "--synthetic", "--profile", "--warmup-steps", 2,
                        "--image-size", 32, "--batch-size", 2, "--num-classes", 10])
     assert proc.returncode == 2 and "give --warmup-steps 3 or more" in proc.stderr
+
+
+class UnreadableLoss:
+    """A loss that fails the test when read: reading it waits for the device."""
+
+    def item(self):
+        raise AssertionError("a rank that does not print read the loss")
+
+
+def test_only_the_printing_rank_reads_the_loss(capsys):
+    cpu = device.select("cpu")
+    for rank in (1, 0):
+        run = Run(rank=rank, local_rank=rank, world_size=2, local_world_size=2, device=cpu)
+        progress = train_loop._progress_line(run, total_steps=10, step=0)
+        loss = UnreadableLoss() if rank else torch.tensor(0.5)
+        progress(0, 2, loss, 2, 0.1, 4)
+    assert capsys.readouterr().out.startswith("epoch 1 step 2/10 loss 1.0000 lr 0.1 ")
