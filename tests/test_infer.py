@@ -170,10 +170,10 @@ def test_seed_001_table_from_records():
 def test_an_engine_slower_than_eager_says_so_in_its_row():
     rec = seed_infer_record("fp32", 474.4, 1487.3, 2653.2, 1560.3, 2000.0, 76.20, 76.19, 28.86)
     rec["figures"]["engine_slower"] = "engine slower than eager: 2000.0 against 2653.2 img/s"
-    row = report.infer_row(rec, extra=False)
+    row = report.infer_row(rec)
     assert row[7] == "2000.0 (slower than eager 2653.2)"
     del rec["figures"]["engine_slower"]
-    assert report.infer_row(rec, extra=False)[7] == "2000.0"
+    assert report.infer_row(rec)[7] == "2000.0"
 
 
 def test_latency_tflops_and_mfu_are_per_device(tmp_path):

@@ -29,8 +29,9 @@ def train_in_process(tmp_path, *extra):
     """resnet50/train.py run in this process, as its command line would run it."""
     script = load_script("resnet50/train.py")
     argv = [str(a) for a in [*TINY, "--max-steps", 3, "--out", tmp_path, *extra]]
+    parser = script.get_args_parser()
     with pytest.raises(SystemExit) as e:
-        cli.entry(script.main, script.get_args_parser(), argv)
+        cli.entry(script.main, parser, parser.parse_args(argv))
         raise SystemExit(0)
     return e.value.code
 
