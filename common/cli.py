@@ -194,7 +194,7 @@ def infer_parser(description, *, image_size=224, batch_size=256, channels_last=F
     a("--latency-calls", type=positive_int, default=100, help="timed batch-1 calls for p50/p90/p99")
     a("--synthetic-batches", type=positive_int, default=50,
       help="batches per pass with --synthetic")
-    p.rules += [check_compile_mode]
+    p.rules += [check_compile_mode, check_engine]
     return p
 
 
@@ -229,6 +229,14 @@ def check_profile(args):
                         "the timed region), never timed ones; give --warmup-steps 3 or more")
 
 
+def check_engine(args):
+    """--engine tensorrt needs torch_tensorrt: said before the validation pass, not after."""
+    import importlib.util
+    if args.engine == "tensorrt" and importlib.util.find_spec("torch_tensorrt") is None:
+        raise UserError("--engine tensorrt: torch_tensorrt is not installed here; install "
+                        "it or use --engine compile")
+
+
 def check_compile_mode(args):
     if args.compile_mode is None:
         return
@@ -261,6 +269,13 @@ def check_steps(args, batches, source):
     least one optimizer step; `batches` per epoch, as `source` decides them."""
     accum = args.grad_accum
     per_epoch = batches // accum
+    if per_epoch == 0 and args.recipe and args.recipe["given"]["grad_accum"] is None:
+        r = args.recipe
+        raise UserError(f"accumulating {accum} micro-batches (the recipe's global batch "
+                        f"{r['reference_global_batch']} / ({r['world_size']} x "
+                        f"{r['batch_size']})) needs more than the {batches} batches of one "
+                        f"epoch ({source}); give --grad-accum 1 for a throughput run, or a "
+                        f"larger --batch-size")
     if per_epoch == 0:
         raise UserError(f"--grad-accum {accum}: more than the {batches} batches of one "
                         f"epoch ({source}); use a --grad-accum of {batches} or less")

@@ -119,7 +119,10 @@ def image_folder(data_dir, split, transform):
         folder = torchvision.datasets.ImageFolder(root, transform=transform, loader=read_image,
                                                   is_valid_file=readable)
     except (FileNotFoundError, RuntimeError) as e:
-        raise DataError(f"{root}: {e}") from None
+        said = str(e).split(" Supported extensions")[0].rstrip()
+        fix = (" put images in every class folder or remove the empty ones" if "classes" in said
+               else "")
+        raise DataError(f"{root}: {said}{';' + fix if fix else ''}") from None
     folder.unread = unread  # by extension: the files of class folders that are not read
     return folder
 
@@ -276,9 +279,9 @@ def _loader(dataset, batch_size, sampler, workers, run, drop_last):
         generator=torch.Generator().manual_seed(0))
 
 
-def check_batch_size(batch_size, images, run):
+def check_batch_size(batch_size, images, run, split="training"):
     if images // run.world_size < batch_size:
-        raise DataError(f"--batch-size {batch_size}: larger than the {images} training "
+        raise DataError(f"--batch-size {batch_size}: larger than the {images} {split} "
                         f"images give each of {run.world_size} ranks; use a smaller batch")
 
 
@@ -393,6 +396,8 @@ def val_inputs(args, run, eval_tf, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     if len(val_set) < run.world_size:
         raise DataError(f"{val_set.root}: {len(val_set)} images for {run.world_size} ranks; "
                         f"every rank needs one: launch at most {len(val_set)} processes")
+    # no batch of that size would run: the full-batch figures (latency) would be no one's
+    check_batch_size(args.batch_size, len(val_set), run, "validation")
     return eval_loader(val_set, args.batch_size, args.workers, run), args.num_classes, normalize
 
 

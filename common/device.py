@@ -501,7 +501,9 @@ def local_device_count(requested="auto"):
 
 
 if __name__ == "__main__":
-    # `python -m common.device`: what the suite sees here
+    import argparse
+    argparse.ArgumentParser(description="Print the device, its vendor stack and count as "
+                                        "the suite sees them.").parse_args()
     d = select()
     print(f"{d.vendor} {d.type} x{d.device_count()}: {d.name} ({d.label}); "
           f"precisions {', '.join(d.supported_precisions())}; backend {d.backend}; "

@@ -109,17 +109,18 @@ def training(plt, records, out_dir):
 def scaling_chart(plt, records, out_dir):
     rows = scaling.scaling_rows(records)
     cases = {}
-    for row in rows:
-        cases.setdefault((row["model"], row["device"], row["precision"], row["bs"]), []).append(row)
+    for row in rows:  # one line per like-with-like case, as the scaling table's rows
+        cases.setdefault(row["case"], []).append(row)
     cases = {case: sized for case, sized in cases.items() if len(sized) > 1}
     if not cases:
         return []
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for (model, device, precision, bs), sized in sorted(cases.items()):
+    for _, sized in sorted(cases.items(), key=lambda kv: str(kv[0])):
         sized.sort(key=lambda r: r["devices"])
         devices = [r["devices"] for r in sized]
+        r0 = sized[0]
         line, = ax.plot(devices, [r["per_device"] for r in sized], marker="o",
-                        label=f"{model} {device} {precision} bs {bs}")
+                        label=f"{r0['model']} {r0['device']} {r0['precision']} bs {r0['bs']}")
         one = next((r["p_core"] for r in sized if r["devices"] == 1), None)
         if one:  # ideal scaling: every device as fast as a lone one
             ax.plot(devices, [one] * len(devices), color=line.get_color(), linestyle="--",

@@ -538,7 +538,7 @@ INFER = (
 
 # extras: figures the seeds do not have, in tables of their own
 LATENCY = (
-    INFER_CONFIG, PRECISION, column("bs", _batch),
+    column("model", lambda rec, lang: rec["model"]), INFER_CONFIG, PRECISION, column("bs", _batch),
     column("engine", lambda rec, lang: rec.get("engine"), zh="引擎"),
     column("build_s", figure("build_s", _one_decimal)),
     column("b1 p50 ms", _latency_b1("p50")),
@@ -722,6 +722,7 @@ def main(argv=None, args=None):
     try:  # before the tables: a missing package or reference is said at once
         if a.plots:
             plots.pyplot()
+            files.check_writable(a.plots, "--plots")
         references = compare.load_references(a.compare) if a.compare else None
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

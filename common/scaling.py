@@ -13,11 +13,13 @@ from tabulate import tabulate
 
 
 def like_with_like(rec):
-    """What two records must share to be compared or combined: everything but the size.
+    """What two records must share to be compared or combined: everything but the size,
+    accumulation included (an optimizer step over K micro-batches is another step).
     Records older than these fields count their data from the data path."""
     data = rec.get("data_source", "synthetic" if rec.get("data") == "synthetic" else "real")
+    accum = rec.get("grad_accum", (rec.get("recipe") or {}).get("grad_accum"))
     return (rec["model"], rec["case"], rec["device"]["label"], data, rec.get("image_size"),
-            rec["precision"], rec.get("batch_size"), rec.get("engine"))
+            rec["precision"], rec.get("batch_size"), rec.get("engine"), accum)
 
 
 def scaling_rows(records):
@@ -30,7 +32,7 @@ def scaling_rows(records):
     rows = []
     for (case, nodes, per_node), r in sorted(latest.items(),
                                              key=lambda kv: (str(kv[0][0]), kv[0][1] * kv[0][2])):
-        model, _, device, data, image_size, precision, bs, _ = case
+        model, _, device, data, image_size, precision, bs, _, _ = case
         devices = nodes * per_node
         p_core = r["figures"]["p_core"]
         one = base.get(case)

@@ -18,7 +18,13 @@ def read_state_dict(path):
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:160]
+        with open(path, "rb") as f:
+            pickled = f.read(1) == b"\x80"  # a pickle's protocol mark
+        if not zipfile.is_zipfile(path) and not pickled:  # neither torch.save's nor a pickle
+            raise UserError(f"--weights {path}: not a readable PyTorch file (not the zip "
+                            f"archive torch.save writes); it may be truncated or another "
+                            f"kind of file: download it again") from None
+        first = str(e).strip().splitlines()[0].split(". ")[0][:160]
         raise UserError(f"--weights {path}: refused, it holds more than tensors and loading "
                         f"it could run code ({first}); use a plain state dict file") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:

@@ -1,10 +1,13 @@
 """Every flag of every entry point is checked before any work: a wrong value is one
 line naming the flag and what it takes, exit 2, no traceback, in seconds."""
 import argparse
+import os
+import subprocess
+import sys
 import time
 
 import pytest
-from conftest import load_script, run_script
+from conftest import ROOT, load_script, run_script
 
 from common import bench, cli, make_dataset, report
 from common.errors import UserError
@@ -144,3 +147,29 @@ def test_a_batch_too_small_for_batch_norm_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: --batch-size 1 at --image-size 32: batch norm needs more than one value per "
         "channel to train; give a larger --batch-size or --image-size"]
+
+
+@pytest.mark.parametrize("script, args, says", [
+    # no batch of 64 would run on 20 validation images: the full-batch latency would be no one's
+    ("resnet50/infer.py", ["--batch-size", 64, "--engine", "eager"],
+     "--batch-size 64: larger than the 20 validation images give each of 1 ranks"),
+    # found before the validation pass, not after it
+    ("resnet50/infer.py", ["--engine", "tensorrt"],
+     "--engine tensorrt: torch_tensorrt is not installed here"),
+    # the recipe's accumulation, not a flag the user gave, is named with its fix
+    ("vit/train.py", ["--model", "vit_tiny", "--image-size", 32, "--batch-size", 8],
+     "give --grad-accum 1 for a throughput run"),
+])
+def test_mistakes_found_by_a_new_user_are_one_line(dataset, script, args, says):
+    proc = run_script([script, "--data-dir", dataset, "--workers", 1, *args])
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_plots_into_a_file_is_one_line(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    proc = subprocess.run([sys.executable, "-m", "common.report", os.path.join(ROOT, "results",
+                          "reference"), "--plots", str(afile / "p")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--plots" in proc.stderr and "Traceback" not in proc.stderr

@@ -118,6 +118,7 @@ class Payload:
 @pytest.mark.parametrize("make, message", [
     (lambda p, w: None, "no such file"),
     (lambda p, w: p.write_bytes(w["resnet50"].read_bytes()[:5000]), "not a readable PyTorch file"),
+    (lambda p, w: p.write_text("not a weights file"), "not a readable PyTorch file"),
     (lambda p, w: p.write_bytes(w["mobilenetv2"].read_bytes()), "has no 'conv1.weight'"),
     (lambda p, w: torch.save({"fc.weight": Payload()}, p), "refused"),
     (lambda p, w: p.write_bytes(pickle.dumps(Payload())), "refused"),

@@ -127,7 +127,7 @@ def test_scaling_without_a_one_device_run_leaves_efficiency_empty():
 
 @pytest.mark.parametrize("other", [
     {"data_source": "synthetic"}, {"image_size": 64}, {"batch_size": 32},
-    {"precision": "amp"}])
+    {"precision": "amp"}, {"grad_accum": 2}])
 def test_runs_that_differ_in_more_than_size_never_share_a_scaling_row(other):
     # a synthetic 1x2 beside a real-data 1x1 once made an efficiency of 307.5%
     rows = scaling.scaling_rows([rec(1, 1, 100), rec(1, 2, 615, **other)])
