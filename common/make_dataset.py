@@ -32,8 +32,20 @@ def class_image(rng, label, num_classes, width, height):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+# a file in the dataset's root that says it was generated here: records of runs on it
+# say "generated data", never to be read as ImageNet's
+MARK = ".generated"
+
+
+def is_generated(data_dir):
+    return os.path.isfile(os.path.join(data_dir, MARK))
+
+
 def write(root, classes=10, train_per_class=40, val_per_class=10, size=96, seed=0):
     rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, MARK), "w") as f:
+        f.write(f"written by common.make_dataset: {classes} classes, seed {seed}\n")
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         for c in range(classes):
             folder = os.path.join(root, split, f"n{c:08d}")

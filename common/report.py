@@ -22,7 +22,7 @@ import time
 
 from tabulate import tabulate
 
-from common import cli, files, plots, scaling
+from common import cli, files, make_dataset, plots, scaling
 from common.errors import UserError
 from common.flags import Parser
 
@@ -126,7 +126,8 @@ def _record(run, args, case, model_name, figures, **fields):
         "schema": 1, "case": case, "model": model_name, "status": "ok",
         "precision": args.precision, "batch_size": args.batch_size,
         "image_size": args.image_size,
-        "data_source": "synthetic" if args.synthetic else "real",
+        "data_source": "synthetic" if args.synthetic else
+                       "generated" if make_dataset.is_generated(args.data_dir) else "real",
         "data": "synthetic" if args.synthetic else os.path.abspath(args.data_dir),
         **fields, "args": vars(args),
         "started": datetime.datetime.fromtimestamp(
@@ -353,6 +354,7 @@ def fmt_mem(fig):
 ROW_KINDS = {  # what a row is when it is not a run of the case as published: en, zh
     "reference": ("published seed row", "种子报告数据"),
     "synthetic": ("synthetic data", "合成数据"),
+    "generated": ("generated data", "生成的数据集"),
     "random": ("random weights", "随机权重"),
     "short": ("short run, throughput only", "未完成配方, 仅吞吐量"),
 }
@@ -360,12 +362,15 @@ ROW_KINDS = {  # what a row is when it is not a run of the case as published: en
 
 def row_kinds(rec):
     """What sets a row apart from a full run of the case on real data, as keys of
-    ROW_KINDS: synthetic data; random weights where the case serves or fine-tunes
-    published ones; a training run that stopped before its recipe's end."""
+    ROW_KINDS: a seed's published row; synthetic data; a dataset common.make_dataset
+    generated; random weights where the case serves or fine-tunes published ones; a
+    training run that stopped before its recipe's end."""
     kinds = ["reference"] if "reference" in rec else []  # results/reference/: not ours
     if rec.get("data_source", "synthetic" if rec.get("data") == "synthetic" else "real") \
             == "synthetic":
         kinds.append("synthetic")
+    if rec.get("data_source") == "generated":  # common.make_dataset's, not ImageNet
+        kinds.append("generated")
     random = rec.get("weights_source", rec.get("weights")) == "random"
     if random and (rec["case"] == "infer" or "weights" in rec.get("args", {})):
         kinds.append("random")

@@ -37,6 +37,8 @@ def test_two_ranks_torchrun(dataset, tmp_path, script, extra, model):
     assert "lr" not in rec["fix_hp"]
     # a run stopped at --max-steps is throughput only: its row shows no acc
     assert rec["recipe_complete"] is False and "short run" in proc.stdout
+    # common.make_dataset's images, not ImageNet: every row on them says so
+    assert rec["data_source"] == "generated" and "[generated data;" in proc.stdout
 
 
 def test_a_few_steps_on_an_easy_dataset_lower_the_loss(dataset, tmp_path):
