@@ -35,7 +35,7 @@ def test_train_two_ranks_torchrun(dataset, tmp_path):
     assert f["mem_peak_gib"] > 0 and f["flops_per_image"] > 0 and f["mfu"] is None
     assert rec["fix_hp"] == {"bs": 4, "lr": 0.01, "img": 32}
     assert rec["status"] == "ok" and rec["precision"] == "fp32"
-    assert "| CPU 1 node x 2 (1x2) [short run, throughput only] | fp32" in proc.stdout
+    assert "| CPU 1 node x 2 (1x2) [generated data; short run, throughput only] | fp32" in proc.stdout
     # progress from rank 0 only, once the batch and the classes are settled
     assert proc.stdout.count("resnet50 training on 2 x CPU (1x2") == 1
     assert "  batch 4 per device, 8 global; precision fp32, channels-last\n" in proc.stdout
