@@ -248,15 +248,12 @@ def check_compile_mode(args):
                         f"choose one of {', '.join(compile_modes())}")
 
 
-def world_size_from_env(env=os.environ):
-    """The world size torchrun or srun will give, read before the process group exists."""
-    return int(env.get("WORLD_SIZE") or env.get("SLURM_NTASKS") or 1)
-
-
 def settle_for_checks(args):
     """The recipe settled as the launcher's world size implies, so that the start-up
-    checks see the accumulation the run will use; settled again once the group is up."""
-    settle_recipe(args, world_size_from_env())
+    checks see the accumulation the run will use; settled again once the group is up.
+    (The rules run after the script has loaded torch, so dist may be imported here.)"""
+    from common import dist
+    settle_recipe(args, dist.world_from_env()[2])
 
 
 def check_run_length(args):

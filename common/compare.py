@@ -16,7 +16,7 @@ import os
 
 from tabulate import tabulate
 
-from common import report
+from common import report, scaling
 from common.errors import UserError
 
 # keys every comparison matches on, and keys it matches on where both records name them
@@ -34,9 +34,7 @@ RATIOS = {"p_whole": ("p_whole", False), "p_train": ("p_train", False),
 def facts(rec):
     """The values a comparison matches on; None where the record does not say."""
     args = rec.get("args") or {}
-    data = rec.get("data_source")
-    if data is None and rec.get("data") is not None:  # records that name only their data
-        data = "synthetic" if rec["data"] == "synthetic" else "real"
+    data = scaling.data_source(rec)
     return {"model": rec.get("model"), "case": rec.get("case"), "config": rec.get("config"),
             "precision": rec.get("precision"), "batch_size": rec.get("batch_size"),
             "image_size": rec.get("image_size", args.get("image_size")),

@@ -432,10 +432,6 @@ def monitor_tools(chip):
     return list(dict.fromkeys(t for k in kinds for t in k.monitors))
 
 
-def fused_optimizer_types():
-    return list(dict.fromkeys(k.type for k in KINDS if k.fused_optimizer))
-
-
 # the precisions the peak table knows, which --peak-tflops may name
 PEAK_KEYS = tuple(dict.fromkeys(key for _, _, table in PEAK_TFLOPS for key in table))
 
@@ -501,7 +497,6 @@ def local_device_count(requested="auto"):
 
 
 if __name__ == "__main__":
-    import argparse
     argparse.ArgumentParser(description="Print the device, its vendor stack and count as "
                                         "the suite sees them.").parse_args()
     d = select()

@@ -366,11 +366,9 @@ def row_kinds(rec):
     generated; random weights where the case serves or fine-tunes published ones; a
     training run that stopped before its recipe's end."""
     kinds = ["reference"] if "reference" in rec else []  # results/reference/: not ours
-    if rec.get("data_source", "synthetic" if rec.get("data") == "synthetic" else "real") \
-            == "synthetic":
-        kinds.append("synthetic")
-    if rec.get("data_source") == "generated":  # common.make_dataset's, not ImageNet
-        kinds.append("generated")
+    data = scaling.data_source(rec)
+    if data in ("synthetic", "generated"):  # generated: common.make_dataset's, not ImageNet
+        kinds.append(data)
     random = rec.get("weights_source", rec.get("weights")) == "random"
     if random and (rec["case"] == "infer" or "weights" in rec.get("args", {})):
         kinds.append("random")

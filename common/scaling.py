@@ -12,11 +12,21 @@ from __future__ import annotations
 from tabulate import tabulate
 
 
+def data_source(rec):
+    """'real', 'synthetic' or 'generated'; records older than the field name their data
+    path or 'synthetic'; None where a record says nothing of its data."""
+    if "data_source" in rec:
+        return rec["data_source"]
+    if rec.get("data") is None:
+        return None
+    return "synthetic" if rec["data"] == "synthetic" else "real"
+
+
 def like_with_like(rec):
     """What two records must share to be compared or combined: everything but the size,
     accumulation included (an optimizer step over K micro-batches is another step).
     Records older than these fields count their data from the data path."""
-    data = rec.get("data_source", "synthetic" if rec.get("data") == "synthetic" else "real")
+    data = data_source(rec)
     accum = rec.get("grad_accum", (rec.get("recipe") or {}).get("grad_accum"))
     return (rec["model"], rec["case"], rec["device"]["label"], data, rec.get("image_size"),
             rec["precision"], rec.get("batch_size"), rec.get("engine"), accum)

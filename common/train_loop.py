@@ -260,8 +260,9 @@ def _data_words(args, train_loader, val_loader):
 
 
 class StopRequest:
-    """SIGTERM, SIGHUP (a closed terminal or ssh session) or Ctrl-C asks the run to stop at the next agreed step, write its
-    checkpoint and an incomplete record, and exit; a second Ctrl-C stops at once."""
+    """SIGTERM, SIGHUP (a closed terminal or ssh session) or Ctrl-C asks the run to stop
+    at the next agreed step, write its checkpoint and an incomplete record, and exit; a
+    second Ctrl-C stops at once."""
 
     def __init__(self):
         self.signal = 0
