@@ -3,6 +3,7 @@ both sides run in this process tree, alternating, in `--repeat` rounds (medians)
 
     python -m common.bench                      # every comparison, sizes for this device
     python -m common.bench --only loader models # some of: harness loader models engine
+    python -m common.bench --only engine --models resnet50
     python -m common.bench --image-size 224 --batch-size 256 --precision amp
 
     harness  resnet50/train.py --synthetic p_core / a bare loop (forward, loss, backward,
@@ -14,6 +15,8 @@ both sides run in this process tree, alternating, in `--repeat` rounds (medians)
              resnetv2_152x2_bit, a training step and an inference step          goal >= 1.0
     engine   each <model>/infer.py: the engine's rate against eager's in the same run
              (p_infer_core / p_val_core), with the build time    goal >= 1.5, ResNet50 2.5
+             and the most any engine could give: the device's matmul rate over the
+             FLOP/s eager already reaches
     train_compile  each <model>/train.py --synthetic: p_core with --compile / without,
              and after how many steps the compile time is paid back        reported, no goal
 
@@ -59,6 +62,8 @@ def get_args_parser():
     p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                allow_abbrev=False)
     p.add_argument("--only", nargs="+", choices=COMPARISONS, default=list(COMPARISONS))
+    p.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                   help="the models of the engine and train_compile comparisons")
     p.add_argument("--repeat", type=positive_int, default=5,
                    help="rounds of each comparison (medians and the range of their ratios)")
     p.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1,
@@ -343,28 +348,66 @@ def models(a):
 ENGINE_GOALS = {"resnet50": 2.5, "mobilenetv2": 1.5, "vit": 1.5, "bit": 1.5}
 
 
+def matmul_rate(dev, dtype, n=2048, calls=10):
+    """FLOP/s of this device's n x n matmul in `dtype`, from the fastest of `calls`
+    synchronised calls after one untimed: about the rate a model's arithmetic runs at
+    when nothing else costs. A ceiling to within a few per cent (a convolution kernel
+    can pass it by a little), not by the factors an engine's goal is stated in."""
+    a = torch.randn(n, n, device=dev.torch_device).to(dtype)
+    b = torch.randn(n, n, device=dev.torch_device).to(dtype)
+    times = []
+    for i in range(calls + 1):
+        dev.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        dev.synchronize()
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / min(times[1:])
+
+
+def engine_bound(flops_per_image, eager_rate, ceiling):
+    """How far eager is from the matmul rate: its share of it, and the most an engine
+    doing the same arithmetic could serve over eager (ceiling / eager's FLOP/s)."""
+    eager = flops_per_image * eager_rate
+    return {"eager_share": eager / ceiling, "bound": ceiling / eager}
+
+
+def _engine_run(a, model, precision):
+    """The record's figures of one <model>/infer.py run: an eager pass, then the engine
+    built and its pass, back to back in one process."""
+    with tempfile.TemporaryDirectory() as out:
+        _python(f"{model}/infer.py", "--synthetic", "--image-size", a.image_size,
+                "--batch-size", a.batch_size, "--precision", precision,
+                "--synthetic-batches", a.steps, "--repeat", 1,
+                "--latency-calls", 5, "--monitor-interval", 0, "--out", out)
+        return _record(out)["figures"]
+
+
 def engine(a):
-    precisions = ("fp32", "fp16") if device.select().type == "cuda" else ("fp32",)
+    """Per model, `--repeat` runs of its infer.py (a round each: both passes of a run
+    see the machine as it was then), with the build time and the matmul bound."""
+    dev = device.select()
+    precisions = ("fp32", "fp16") if dev.type == "cuda" else ("fp32",)
+    dev.set_precision("fp32")  # the rate of fp32 as the scripts run it: no tf32
+    ceilings = {p: matmul_rate(dev, device.DTYPES[p]) for p in precisions}
     rows = []
-    size = a.image_size
-    for model in MODELS:
+    for model in a.models:
         for precision in precisions:
-            with tempfile.TemporaryDirectory() as out:
-                _python(f"{model}/infer.py", "--synthetic", "--image-size", size,
-                        "--batch-size", a.batch_size, "--precision", precision,
-                        "--synthetic-batches", a.steps, "--repeat", 1,
-                        "--latency-calls", 5, "--monitor-interval", 0, "--out", out)
-                f = _record(out)["figures"]
-            # one run, not rounds (a build takes minutes on a cpu): each pass's batches
-            # are the repeated measurements, and their medians are shown
-            p50_val = f["val_pass"]["batch_core_ms"]["p50"]
-            p50_inf = f["infer_pass"]["batch_core_ms"]["p50"]
-            rows.append(row(f"engine: {model}/infer.py compile / eager", f["p_infer_core"],
-                            f["p_val_core"], "img/s", ENGINE_GOALS[model],
-                            f"{precision} bs {a.batch_size} at {size} px; median batch "
-                            f"{p50_val:.1f} -> {p50_inf:.1f} ms; build {f['build_s']:.0f} s; "
-                            f"{_engine_words(f.get('engine_options') or {})}"))
-            rows[-1].update(model=model, precision=precision, build_s=f["build_s"])
+            runs = [_engine_run(a, model, precision) for _ in range(a.repeat)]
+            r = row(f"engine: {model}/infer.py compile / eager",
+                    [f["p_infer_core"] for f in runs], [f["p_val_core"] for f in runs],
+                    "img/s", ENGINE_GOALS[model])
+            build_s = statistics.median(f["build_s"] for f in runs)
+            bound = engine_bound(runs[0]["flops_per_image"], r["reference"],
+                                 ceilings[precision])
+            r["note"] = (f"{precision} bs {a.batch_size} at {a.image_size} px; build "
+                         f"{build_s:.0f} s; {_engine_words(runs[0].get('engine_options') or {})}"
+                         f"; eager at {bound['eager_share']:.0%} of the {precision} matmul "
+                         f"rate ({ceilings[precision] / 1e9:.0f} GFLOP/s): at most "
+                         f"{bound['bound']:.2f}x")
+            r.update(model=model, precision=precision, build_s=build_s,
+                     matmul_flops=ceilings[precision], **bound)
+            rows.append(r)
     return rows
 
 
@@ -376,7 +419,7 @@ def train_compile(a):
     back (none where it is not faster)."""
     rows = []
     steps = a.model_steps * 2
-    for model in MODELS:
+    for model in a.models:
         def side(*flags, model=model):
             with tempfile.TemporaryDirectory() as out:
                 _python(f"{model}/train.py", "--synthetic", "--image-size", a.image_size,

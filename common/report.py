@@ -512,6 +512,7 @@ def _mfu(v):
 
 CONFIG = column("config", _train_config, zh="配置")
 PRECISION = column("precision", _precision)
+MODEL = column("model", lambda rec, lang: rec["model"], zh="模型")
 
 # seed 000's training table
 TRAIN = (
@@ -541,7 +542,7 @@ INFER = (
 
 # extras: figures the seeds do not have, in tables of their own
 LATENCY = (
-    column("model", lambda rec, lang: rec["model"]), INFER_CONFIG, PRECISION, column("bs", _batch),
+    MODEL, INFER_CONFIG, PRECISION, column("bs", _batch),
     column("engine", lambda rec, lang: rec.get("engine"), zh="引擎"),
     column("build_s", figure("build_s", _one_decimal)),
     column("b1 p50 ms", _latency_b1("p50")),
@@ -549,8 +550,8 @@ LATENCY = (
     column("b1 p99 ms", _latency_b1("p99")),
 )
 EFFICIENCY = (
-    column("model", lambda rec, lang: rec["model"]),
-    column("case", lambda rec, lang: rec["case"]),
+    MODEL,
+    column("case", lambda rec, lang: rec["case"], zh="任务"),
     CONFIG, PRECISION,
     column("GFLOPs/img", figure("flops_per_image", _gflops)),
     column("TFLOP/s", figure("tflops", _two_decimals)),
@@ -567,19 +568,19 @@ def _monitor_cell(name, fmt=_one_decimal):
 
 # one row per monitored window: a record with "pass" and "monitor" added
 MONITOR = (
-    column("model", lambda row, lang: row["model"]),
+    MODEL,
     column("config", lambda row, lang: config_label(row["device"]["label"], row["nodes"],
                                                     row["procs_per_node"], lang), zh="配置"),
     PRECISION,
-    column("pass", lambda row, lang: row["pass"]),
-    column("source", lambda row, lang: row["monitor"].get("source")),
-    column("power max W", _monitor_cell("power_max_w")),
-    column("power mean W", _monitor_cell("power_mean_w")),
-    column("J/img", _monitor_cell("energy_per_image_j", lambda v: f"{v:.3g}")),
-    column("device mem GiB", _monitor_cell("device_mem_peak_gib")),
-    column("util %", _monitor_cell("device_util_mean_pct")),
-    column("host cpu %", _monitor_cell("host_cpu_mean_pct")),
-    column("host mem GiB", _monitor_cell("host_mem_peak_gib")),
+    column("pass", lambda row, lang: row["pass"], zh="阶段"),
+    column("source", lambda row, lang: row["monitor"].get("source"), zh="来源"),
+    column("power max W", _monitor_cell("power_max_w"), zh="最大功耗 W"),
+    column("power mean W", _monitor_cell("power_mean_w"), zh="平均功耗 W"),
+    column("J/img", _monitor_cell("energy_per_image_j", lambda v: f"{v:.3g}"), zh="每图能耗 J"),
+    column("device mem GiB", _monitor_cell("device_mem_peak_gib"), zh="设备内存 GiB"),
+    column("util %", _monitor_cell("device_util_mean_pct"), zh="利用率 %"),
+    column("host cpu %", _monitor_cell("host_cpu_mean_pct"), zh="主机 CPU %"),
+    column("host mem GiB", _monitor_cell("host_mem_peak_gib"), zh="主机内存 GiB"),
 )
 
 # the seed tables' header names, config left out (the comparison builds on them)
@@ -684,7 +685,7 @@ def tables(records, lang="en"):
         parts.append((title("efficiency", lang), render(
             [r for r in measured if r["figures"].get("flops_per_image")], EFFICIENCY, lang)))
     if scaling.several_sizes(records):
-        parts.append((title("scaling", lang), scaling.scaling_table(records)))
+        parts.append((title("scaling", lang), scaling.scaling_table(records, lang)))
     # host figures alone (a CPU run) stay in the records; the table is for devices
     monitored = [row for row in monitor_rows(records) if row["monitor"].get("source")]
     if monitored:

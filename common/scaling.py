@@ -60,13 +60,17 @@ def several_sizes(records):
     return len(cases) > len(set(cases))
 
 
-def scaling_table(records):
+# the headers in English and Chinese (the seeds keep the figures' own names in both)
+HEADERS = {"en": ["model", "device", "data", "img", "precision", "bs", "config", "devices",
+                  "p_core", "p_core/device", "efficiency"],
+           "zh": ["模型", "设备", "数据", "图像尺寸", "precision", "bs", "配置", "卡数",
+                  "p_core", "每卡 p_core", "效率"]}
+
+
+def scaling_table(records, lang="en"):
     rows = [[r["model"], r["device"], r["data"], "/" if r["img"] is None else r["img"],
              r["precision"], r["bs"], r["config"], r["devices"],
              f"{r['p_core']:.0f}", f"{r['per_device']:.0f}",
              "/" if r["efficiency"] is None else f"{100 * r['efficiency']:.1f}%"]
             for r in scaling_rows(records)]
-    return tabulate(rows, headers=["model", "device", "data", "img", "precision", "bs",
-                                   "config", "devices", "p_core", "p_core/device",
-                                   "efficiency"],
-                    tablefmt="github", disable_numparse=True)
+    return tabulate(rows, headers=HEADERS[lang], tablefmt="github", disable_numparse=True)

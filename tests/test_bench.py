@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+import torch
 from conftest import run_script
 
 from common import bench, device
@@ -57,3 +59,28 @@ def test_engine_pays_only_where_its_build_costs_less_than_it_saves(tmp_path):
                                          "save 0.4 s on 64 images")
     assert bench.engine_pays("resnet50", 7000, str(tmp_path))[0] == "compile"
     assert bench.engine_pays("vit", 7000, str(tmp_path))[0] == "eager"  # never measured
+
+
+def test_the_matmul_rate_is_the_arithmetic_of_a_timed_matmul(monkeypatch):
+    """2 n^3 FLOPs over the fastest call: with calls taking 1, 2, 3, ... ms (a fake
+    clock that moves only inside the matmul), a 64 x 64 matmul runs at 2 * 64^3 / 2e-3
+    FLOP/s (the first call is untimed)."""
+    clock = {"t": 0.0, "calls": 0}
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock["t"])
+
+    class Timed(torch.Tensor):
+        def __matmul__(self, other):
+            clock["calls"] += 1
+            clock["t"] += clock["calls"] * 1e-3
+            return torch.Tensor.__matmul__(self, other)
+    monkeypatch.setattr(bench.torch, "randn", lambda *s, **k: torch.zeros(*s).as_subclass(Timed))
+    dev = device.select()
+    assert bench.matmul_rate(dev, torch.float32, n=64) == pytest.approx(2 * 64 ** 3 / 2e-3)
+
+
+def test_an_engine_bound_says_how_far_eager_is_from_the_matmul_rate():
+    # 1 GFLOP an image at 150 img/s eager is 150 GFLOP/s: 75% of a 200 GFLOP/s matmul,
+    # so an engine doing the same arithmetic serves at most 200/150 of eager
+    found = bench.engine_bound(1e9, 150.0, 200e9)
+    assert found["eager_share"] == pytest.approx(0.75)
+    assert found["bound"] == pytest.approx(4 / 3)

@@ -148,6 +148,14 @@ def test_report_command_adds_scaling_and_monitor_tables(tmp_path, capsys):
     monitor_rows = body("Hardware monitor")
     assert monitor_rows == [["resnet50", "A100 1 node x 8 (1x8)", "fp32", "train", "nvml",
                              "398.0", "351.2", "0.46", "29.5", "97.0", "41.0", "120.0"]]
+    # in Chinese, every header is Chinese but the figures' own names, as in the seeds
+    assert report.main([str(tmp_path), "--lang", "zh"]) == 0
+    out = capsys.readouterr().out
+    headers = [cells(part.split("\n\n")[1].splitlines()[0])[0]
+               for part in (out.split("扩展性")[1], out.split("硬件监控")[1])]
+    figure_names = {"precision", "bs", "p_core"}
+    english = [h for row in headers for h in row if h.isascii() and h not in figure_names]
+    assert english == [] and headers[0][0] == "模型" and headers[1][-1] == "主机内存 GiB"
 
 
 def marked_rows(**fields):
@@ -243,7 +251,8 @@ def test_tables_follow_the_seeds_layout(lang):
                      "11710.0", "85μs", "76.17/76.20", "/"]]
     header, rows = found[latency]
     # the model named in its own column: the rows of several models share this table
-    assert header[0] == "model" and [r[0] for r in rows] == ["resnet50", "resnet50"]
+    assert header[0] == ("模型" if lang == "zh" else "model")
+    assert [r[0] for r in rows] == ["resnet50", "resnet50"]
     assert header[4:] == ["引擎" if lang == "zh" else "engine", "build_s", "b1 p50 ms",
                           "b1 p90 ms", "b1 p99 ms"]
     assert [r[4:] for r in rows] == [["compile", "61.0", "/", "/", "/"],
