@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import re
 import signal
 import sys
+import time
 
 from common import files
 from common.errors import UserError
@@ -304,15 +306,32 @@ def entry(main, parser, args):
     except UserError as e:
         if args.debug:
             raise
-        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+        tell_error(one_line(e))
         quiet_exit(2)
     except Exception as e:
         if args.debug or not lost_a_peer(e):
             raise
         # the rank that ended first has told why; this one only lost it
-        print(f"error: rank {os.environ.get('RANK', '?')}: another rank ended (its error is "
-              f"above), so this one stops too", file=sys.stderr, flush=True)
+        tell_error(f"rank {os.environ.get('RANK', '?')}: another rank ended (its error is "
+                   f"above), so this one stops too")
         quiet_exit(1)
+
+
+def tell_error(line):
+    """The one line on stderr and, under torchrun, in the error file it gives each rank
+    (TORCHELASTIC_ERROR_FILE): torchrun's failure summary then shows the line as the
+    rank's traceback, instead of a pointer to its docs."""
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    # torchelastic's format: {"message": {"message": ..., "extraInfo": {"py_callstack", ...}}}
+    found = {"message": {"message": line, "extraInfo": {
+        "py_callstack": f"error: {line}", "timestamp": str(int(time.time()))}}}
+    try:
+        files.write_atomically(path, lambda f: json.dump(found, f))
+    except OSError:
+        pass  # the line is on stderr; torchrun's summary then points to its docs
 
 
 PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")

@@ -74,3 +74,13 @@ def test_user_errors_are_one_line(args, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_under_torchrun_its_failure_summary_carries_the_error_line():
+    """torchrun ends a failed job with its own summary; the rank's error file puts our
+    line there, where a job of many ranks and nodes is read from, instead of a link."""
+    proc = run_script(["resnet50/train.py", "--data-dir", "/nonexistent"], nproc=2)
+    assert proc.returncode != 0
+    summary = proc.stderr[proc.stderr.index("Root Cause"):]
+    assert "traceback : error: --data-dir /nonexistent: no such directory" in summary
+    assert "To enable traceback see" not in proc.stderr
