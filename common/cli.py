@@ -142,7 +142,7 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
            "where torch has the kernels for the device, torch's default elsewhere")
     # what --batch-size auto falls back to, and what the learning rate is scaled from
     p.set_defaults(recipe_batch_size=batch_size, reference_global_batch=global_batch,
-                   reference_lr=lr, recipe=None)
+                   reference_lr=lr, recipe_grad_accum=grad_accum, recipe=None)
     p.rules += [settle_for_checks, check_resume, check_run_length, check_compile,
                 check_profile]
     return p
@@ -384,9 +384,14 @@ def settle_recipe(args, world_size):
         "given": given, "reference_global_batch": reference, "reference_lr": args.reference_lr,
         "global_batch": global_batch, "batch_size": batch, "world_size": world_size,
         "grad_accum": accum, "lr": lr, "lr_from": lr_from,
-        "grad_accum_from": ("--grad-accum" if given["grad_accum"] else
-                            f"to reach the global batch {reference}")}
+        "grad_accum_from": _grad_accum_from(args, given["grad_accum"])}
     return args.recipe
+
+
+def _grad_accum_from(args, given):
+    if given is None:
+        return f"to reach the global batch {args.reference_global_batch}"
+    return "the recipe" if given == args.recipe_grad_accum else "--grad-accum"
 
 
 def describe_recipe(recipe):

@@ -176,3 +176,14 @@ def test_vit_randaugment_interpolates_bilinear():
     ra = [t for t in train_transform(32, randaugment_magnitude=9).transforms
           if isinstance(t, v2.RandAugment)]
     assert ra[0].interpolation == v2.InterpolationMode.BILINEAR
+
+
+@pytest.mark.parametrize("script, argv, source", [
+    ("resnet50", [], "the recipe"),  # the recipe's own 1, not a flag anyone gave
+    ("resnet50", ["--grad-accum", "2"], "--grad-accum"),
+    ("vit", [], "to reach the global batch 4096"),
+    ("vit", ["--grad-accum", "1"], "--grad-accum"),
+])
+def test_the_record_says_where_the_accumulation_came_from(script, argv, source):
+    args, _ = settled(script, 1, *argv)
+    assert args.recipe["grad_accum_from"] == source
