@@ -114,7 +114,7 @@ def scaling_chart(plt, records, out_dir):
     cases = {case: sized for case, sized in cases.items() if len(sized) > 1}
     if not cases:
         return []
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     for _, sized in sorted(cases.items(), key=lambda kv: str(kv[0])):
         sized.sort(key=lambda r: r["devices"])
         devices = [r["devices"] for r in sized]
@@ -124,7 +124,7 @@ def scaling_chart(plt, records, out_dir):
         one = next((r["p_core"] for r in sized if r["devices"] == 1), None)
         if one:  # ideal scaling: every device as fast as a lone one
             ax.plot(devices, [one] * len(devices), color=line.get_color(), linestyle="--",
-                    label=f"ideal ({one:.0f} img/s per device, the 1x1 run)")
+                    label=f"ideal: the 1x1 run's {one:.0f} img/s on every device")
         for r in sized:
             ax.annotate(r["config"], (r["devices"], r["per_device"]),
                         textcoords="offset points", xytext=(4, 4), fontsize="small")
@@ -132,7 +132,8 @@ def scaling_chart(plt, records, out_dir):
            xscale="log", ylim=(0, None))
     ax.set_xticks(sorted({r["devices"] for s in cases.values() for r in s}))
     ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
-    ax.legend(fontsize="small")
+    # beside the axes, not over the lines: a few cases' legends cover most of a plot
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3)
     return [_save(plt, fig, out_dir, "scaling.png")]
 
