@@ -505,7 +505,8 @@ def main(argv=None, args=None):
     path = os.path.join(a.out, f"bench-{dev.label.replace(' ', '_')}-{stamp}.json")
     write_json({"case": "bench", "device": {"name": dev.name, "label": dev.label},
                 "torch": torch.__version__, "settings": vars(a), "rows": rows,
-                "command": " ".join([sys.executable, "-m", "common.bench", *(argv or sys.argv[1:])]),
+                "command": " ".join([sys.executable, "-m", "common.bench",
+                                     *(argv or sys.argv[1:])]),
                 "table": table}, path)
     print(f"\nresult: {path}")
     return 0

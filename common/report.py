@@ -324,7 +324,8 @@ def _fill_missing(rec):
 # cells
 
 def config_label(label, nodes, per_node, lang="en"):
-    """'A100单机8卡（1x8）' in Chinese as the seeds write it, 'A100 1 node x 8 (1x8)' otherwise."""
+    """'A100单机8卡（1x8）' in Chinese as the seeds write it, 'A100 1 node x 8 (1x8)'
+    otherwise."""
     if lang == "zh":
         machines = {1: "单机", 2: "两机"}.get(nodes, f"{nodes}机")
         cards = "单卡" if per_node == 1 else f"{per_node}卡"
@@ -403,7 +404,8 @@ def infer_config(rec, lang="en"):
     """'nvidia A100' as seed 001 writes it (zh), 'NVIDIA A100' otherwise; (NxM) if several."""
     dev = rec["device"]
     vendor = dev.get("vendor", "")
-    name = dev["label"] if vendor == dev["label"] else f"{vendor.lower() if lang == 'zh' else vendor} {dev['label']}"
+    said = vendor.lower() if lang == "zh" else vendor  # the seed writes "nvidia A100"
+    name = dev["label"] if vendor == dev["label"] else f"{said} {dev['label']}"
     if rec.get("world_size", 1) > 1:
         name += f" ({rec['nodes']}x{rec['procs_per_node']})"
     return name
