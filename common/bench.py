@@ -40,6 +40,7 @@ import time
 from common.errors import UserError
 from common.files import check_writable
 from common.flags import Parser, non_negative_int, positive_int
+from common.precision import choices_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARISONS = ("harness", "loader", "models", "engine", "train_compile")
@@ -72,7 +73,7 @@ def get_args_parser():
             p.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                            default=None, help=sizes)
         elif key == "precision":
-            p.add_argument("--precision", choices=("fp32", "tf32", "amp", "bf16"), default=None,
+            p.add_argument("--precision", choices=choices_for("training"), default=None,
                            help=sizes)
         else:
             p.add_argument(f"--{key.replace('_', '-')}", default=None, help=sizes,

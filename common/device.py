@@ -432,35 +432,6 @@ def monitor_tools(chip):
     return list(dict.fromkeys(t for k in kinds for t in k.monitors))
 
 
-# the precisions the peak table knows, which --peak-tflops may name
-PEAK_KEYS = tuple(dict.fromkeys(key for _, _, table in PEAK_TFLOPS for key in table))
-
-
-def peak_tflops_arg(text):
-    """--peak-tflops: '312' (at the run's precision) or 'fp16=312,fp32=19.5'."""
-    peaks = {}
-    for part in text.split(","):
-        key, _, value = part.rpartition("=")
-        key = key.strip() or "all"
-        number = _number_or_none(value)
-        if key not in PEAK_KEYS + ("all",) or not number or number <= 0:
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: give dense peak TFLOP/s as a number (312) or per precision "
-                f"({','.join(f'{k}=N' for k in PEAK_KEYS)})")
-        peaks[key] = number
-    return peaks
-
-
-peak_tflops_arg.refuses = "fast"  # a value it refuses, for the test of every flag
-
-
-def _number_or_none(text):
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _available(kind):
     if kind.type == "cpu":
         return True

@@ -4,6 +4,7 @@ import torch
 
 from common import cli, device
 from common.errors import UserError
+from common.precision import peak_tflops_arg
 from conftest import run_script
 from test_resnet50 import only_record
 
@@ -119,7 +120,7 @@ def test_the_peak_says_where_it_came_from():
 @pytest.mark.parametrize("text, peaks", [("312", {"all": 312.0}),
                                          ("fp16=312, fp32=19.5", {"fp16": 312.0, "fp32": 19.5})])
 def test_peak_tflops_flag_values(text, peaks):
-    assert device.peak_tflops_arg(text) == peaks
+    assert peak_tflops_arg(text) == peaks
 
 
 @pytest.mark.parametrize("text", ["amp=312", "fp16=", "-5", "fast"])
