@@ -24,7 +24,7 @@ def parsers():
             ("training", bench.get_args_parser())]
 
 
-def test_the_choices_are_the_table_s():
+def test_the_choices_and_the_peak_keys_are_as_before():
     assert [precision_choices(p) for _, p in parsers()] == [
         ("fp32", "tf32", "amp", "bf16"), ("fp32", "tf32", "fp16", "bf16"),
         ("fp32", "tf32", "amp", "bf16")]
