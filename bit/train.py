@@ -136,7 +136,7 @@ def checkpoint_units(model):
         setattr(model.body, name, CheckpointedUnits(OrderedDict(block.named_children())))
 
 
-def shard_units(model, run, precision="fp32"):
+def shard_units(model, run):
     """FSDP2: each bottleneck unit, then the root (stem, head), sharded over all ranks;
     under amp or bf16 the weights are gathered in that dtype (train_loop.fsdp_dtypes)."""
     try:
@@ -150,7 +150,7 @@ def shard_units(model, run, precision="fp32"):
     # the head ends in flatten, a view; nothing changes the logits in place
     warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view")
     mesh = init_device_mesh(run.device.type, (run.world_size,))
-    policy = MixedPrecisionPolicy(**train_loop.fsdp_dtypes(precision))
+    policy = MixedPrecisionPolicy(**train_loop.fsdp_dtypes(run.precision))
     for block in model.body.children():
         for unit in block.children():
             fully_shard(unit, mesh=mesh, mp_policy=policy)
@@ -180,7 +180,7 @@ def main(args, parser):
     if args.activation_checkpointing:
         checkpoint_units(model)
     if args.fsdp:
-        shard_units(model, run, args.precision)
+        shard_units(model, run)
     # made after sharding: FSDP2 swaps the parameters for sharded ones; no weight decay
     optimizer = optim.make(torch.optim.SGD, model.parameters(),
                            args.optimizer_impl, run.device, lr=args.lr,

@@ -43,6 +43,7 @@ import time
 from common.errors import UserError
 from common.files import check_writable
 from common.flags import Parser, non_negative_int, positive_int
+from common.precision import PRECISIONS, choices_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARISONS = ("harness", "loader", "models", "engine", "train_compile")
@@ -77,7 +78,7 @@ def get_args_parser():
             p.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
                            default=None, help=sizes)
         elif key == "precision":
-            p.add_argument("--precision", choices=("fp32", "tf32", "amp", "bf16"), default=None,
+            p.add_argument("--precision", choices=choices_for("training"), default=None,
                            help=sizes)
         else:
             p.add_argument(f"--{key.replace('_', '-')}", default=None, help=sizes,
@@ -150,6 +151,7 @@ def bare_loop(image_size, batch_size, precision, channels_last, steps, warmup):
     forward, loss, backward, optimizer step, timed from a synchronised start to a
     synchronised end."""
     dev = device.select()
+    precision = PRECISIONS[precision]  # the flags carry its name
     dev.set_precision(precision)
     torch.manual_seed(0)
     model = torchvision.models.resnet50(num_classes=1000).to(dev.torch_device)
@@ -314,7 +316,8 @@ def reference_models(image_size):
 
 def models(a):
     dev = device.select()
-    dev.set_precision(a.precision)
+    precision = PRECISIONS[a.precision]
+    dev.set_precision(precision)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(a.model_batch_size, 3, a.image_size, a.image_size, generator=g)
     y = torch.randint(0, 1000, (a.model_batch_size,), generator=g)
@@ -331,10 +334,10 @@ def models(a):
             ours_m = (ours_m if train else for_inference(ours_m)).to(dev.torch_device)
 
             def run_ours(m=ours_m, t=train):
-                return step_rate(m, x, y, t, a.model_steps, a.warmup, dev, a.precision)
+                return step_rate(m, x, y, t, a.model_steps, a.warmup, dev, precision)
 
             def run_ref(m=ref_m, t=train):
-                return step_rate(m, x, y, t, a.model_steps, a.warmup, dev, a.precision)
+                return step_rate(m, x, y, t, a.model_steps, a.warmup, dev, precision)
             mine, ref = alternate(a.repeat, run_ours, run_ref)
             rows.append(row(what, mine, ref, "img/s", 1.0,
                             f"{a.precision} bs {a.model_batch_size} at {a.image_size} px"))

@@ -20,6 +20,7 @@ from common import files
 from common.errors import UserError
 from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
                           positive_float, positive_int)
+from common.precision import choices_for, peak_tflops_arg
 
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 
@@ -32,16 +33,6 @@ HP_NAMES = {
     "warmup_epochs": "warmup_ep", "warmup_lr_steps": "warmup_lr", "lr_decay_steps": "lr_decay",
     "total_steps": "steps", "ra_reps": "ra_reps",
 }
-
-
-def peak_tflops_arg(text):
-    """--peak-tflops, read by the device shim; it loads torch, so only when the flag is
-    given, not for --help."""
-    from common import device
-    return device.peak_tflops_arg(text)
-
-
-peak_tflops_arg.refuses = "fast"  # a value it refuses, for the test of every flag
 
 
 def batch_size_arg(text, auto=True):
@@ -106,7 +97,7 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
     p = _parser(description, data_help="ImageNet root holding train/ and val/",
                 batch_size=batch_size, image_size=image_size,
                 image_help="training crop; eval crop too",
-                precisions=("fp32", "tf32", "amp", "bf16"),
+                precisions=choices_for("training"),
                 precision_help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), "
                                "bf16 (autocast)", auto_batch=True, channels_last=channels_last)
     a = p.add_argument
@@ -177,7 +168,7 @@ def checkpoint_flags(parser):
 def infer_parser(description, *, image_size=224, batch_size=256, channels_last=False):
     p = _parser(description, data_help="ImageNet root holding val/ (train/ is not read)",
                 batch_size=batch_size, image_size=image_size, image_help="eval crop",
-                precisions=("fp32", "tf32", "fp16", "bf16"),
+                precisions=choices_for("inference"),
                 precision_help="the dtype the model runs in (fp32 without TF32 unless tf32)",
                 channels_last=channels_last)
     a = p.add_argument

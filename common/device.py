@@ -41,6 +41,7 @@ import torch
 
 from common import vendor_tools as tools
 from common.errors import UserError
+from common.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -131,20 +132,6 @@ PEAK_TFLOPS = [
     ("V100 PCIe", r"V100.*PCIe", {"fp32": 14, "fp16": 112}),
     ("V100 SXM", r"V100", {"fp32": 15.7, "fp16": 125}),
 ]
-
-# training: amp is fp16 autocast with loss scaling, bf16 is bf16 autocast;
-# inference: fp16 and bf16 run the model in that dtype
-PRECISIONS = ("fp32", "tf32", "amp", "fp16", "bf16")
-_AUTOCAST = {"amp": torch.float16, "bf16": torch.bfloat16}
-DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "amp": torch.float16,
-          "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-
-def autocast_dtype(precision):
-    """The dtype autocast runs in at a training --precision, None for fp32 and tf32."""
-    return _AUTOCAST.get(precision)
-
 
 # torch.version attributes that name the vendor software a build runs on
 _VERSION_ATTRS = ("cuda", "hip", "maca", "musa", "cann", "xpu")
@@ -344,8 +331,9 @@ class Device:
         if state is not None and put is not None:
             put(state)
 
-    # precision
+    # precision: what a name means is common/precision.py's; how this device does it is here
     def supported_precisions(self):
+        """The --precision names this device runs."""
         if self.type == "cpu":
             return ("fp32", "bf16")
         found = ["fp32", "amp", "fp16"]
@@ -360,35 +348,33 @@ class Device:
 
     def set_precision(self, precision):
         """Fix the math mode: fp32 means full fp32 everywhere, tf32 only when asked."""
-        if precision not in self.supported_precisions():
+        if precision.name not in self.supported_precisions():
             raise UserError(
-                f"--precision {precision}: {self.label} ({self.type}) does not support it; "
-                f"choose one of {', '.join(self.supported_precisions())}")
-        tf32 = precision == "tf32"
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+                f"--precision {precision.name}: {self.label} ({self.type}) does not support "
+                f"it; choose one of {', '.join(self.supported_precisions())}")
+        torch.backends.cuda.matmul.allow_tf32 = precision.tf32
+        torch.backends.cudnn.allow_tf32 = precision.tf32
+        torch.set_float32_matmul_precision("high" if precision.tf32 else "highest")
         # every timed step has the same shapes: let cudnn pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
 
     def autocast(self, precision):
-        dtype = autocast_dtype(precision)
-        if dtype is None:
+        """The training step's autocast context (none where the precision has none)."""
+        if precision.autocast is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.type, dtype=dtype)
+        return torch.autocast(device_type=self.type, dtype=precision.autocast_dtype)
 
     def grad_scaler(self, precision):
-        """fp16 needs loss scaling; the others do not (a disabled scaler is a no-op)."""
-        enabled = precision == "amp"
+        """A loss scaler, enabled where the precision scales the loss (disabled: a no-op)."""
         if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
-            return torch.amp.GradScaler(self.type, enabled=enabled)
-        return torch.cuda.amp.GradScaler(enabled=enabled)
+            return torch.amp.GradScaler(self.type, enabled=precision.loss_scaling)
+        return torch.cuda.amp.GradScaler(enabled=precision.loss_scaling)
 
     def peak(self, precision, given=None):
         """(dense peak FLOP/s of one device at `precision`, where it came from): `given`
         (--peak-tflops) first, then the first table entry matching the device name, which
         gives its own figure or none (never another entry's); (None, why) otherwise."""
-        key = "fp16" if precision == "amp" else precision
+        key = precision.peak_key
         tflops = (given or {}).get(key, (given or {}).get("all"))
         if tflops is not None:
             return tflops * 1e12, "--peak-tflops"
@@ -430,35 +416,6 @@ def monitor_tools(chip):
     """The monitoring tools of a Kind, or of every kind of a torch device type, in order."""
     kinds = [chip] if isinstance(chip, Kind) else [k for k in KINDS if k.type == chip]
     return list(dict.fromkeys(t for k in kinds for t in k.monitors))
-
-
-# the precisions the peak table knows, which --peak-tflops may name
-PEAK_KEYS = tuple(dict.fromkeys(key for _, _, table in PEAK_TFLOPS for key in table))
-
-
-def peak_tflops_arg(text):
-    """--peak-tflops: '312' (at the run's precision) or 'fp16=312,fp32=19.5'."""
-    peaks = {}
-    for part in text.split(","):
-        key, _, value = part.rpartition("=")
-        key = key.strip() or "all"
-        number = _number_or_none(value)
-        if key not in PEAK_KEYS + ("all",) or not number or number <= 0:
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: give dense peak TFLOP/s as a number (312) or per precision "
-                f"({','.join(f'{k}=N' for k in PEAK_KEYS)})")
-        peaks[key] = number
-    return peaks
-
-
-peak_tflops_arg.refuses = "fast"  # a value it refuses, for the test of every flag
-
-
-def _number_or_none(text):
-    try:
-        return float(text)
-    except ValueError:
-        return None
 
 
 def _available(kind):

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 from common import device as devices
 from common.errors import UserError
+from common.precision import PRECISIONS, Precision
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Run:
     world_size: int
     local_world_size: int
     device: devices.Device
+    # --precision as every later line needs it, resolved once by start()
+    precision: Precision = PRECISIONS["fp32"]
 
     @property
     def nodes(self):
@@ -87,7 +90,8 @@ def start(args):
     """setup() for a script's args: device, process group, precision, seed. The header
     comes later (common.progress), once data and batch have settled the config."""
     run = setup(args.device, getattr(args, "dist_timeout", 600))
-    run.device.set_precision(args.precision)
+    run.precision = PRECISIONS[args.precision]
+    run.device.set_precision(run.precision)
     torch.manual_seed(args.seed)
     return run
 

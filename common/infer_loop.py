@@ -18,7 +18,6 @@ import torch
 
 from common import data, dist, history, monitor, progress
 from common.clocks import CoreTimer, percentiles, rate
-from common.device import DTYPES
 from common.errors import UserError
 from common.flops import flops_per_image, per_device_rate
 
@@ -45,7 +44,7 @@ def _freezing_supported():
         hasattr(torch._inductor.config, "freezing")
 
 
-def engine_options(engine, run, precision, compile_mode=None, freeze=True):
+def engine_options(engine, run, *, compile_mode=None, freeze=True):
     """What the engine runs with, for the record: backend, mode, weight freezing, TF32."""
     if engine == "compile":
         options = {"backend": "inductor", "mode": compile_mode_for(run, compile_mode),
@@ -56,17 +55,18 @@ def engine_options(engine, run, precision, compile_mode=None, freeze=True):
         return options
     if engine == "tensorrt":
         # tensorrt allows tf32 unless told not to: fp32 means fp32 there too
-        return {"backend": "torch_tensorrt", "enabled_precisions": str(DTYPES[precision]),
-                "disable_tf32": precision != "tf32"}
+        return {"backend": "torch_tensorrt",
+                "enabled_precisions": str(run.precision.model_dtype),
+                "disable_tf32": not run.precision.tf32}
     if engine == "eager":
         return {"backend": "eager"}
     raise UserError(f"--engine {engine}: unknown; choose one of {', '.join(ENGINES)}")
 
 
-def build_engine(model, engine, run, precision, compile_mode=None, freeze=True):
+def build_engine(model, engine, run, *, compile_mode=None, freeze=True):
     """(the model as the engine runs it, its options). Compilation itself happens on the
     first calls, which must run inside building(options)."""
-    options = engine_options(engine, run, precision, compile_mode, freeze)
+    options = engine_options(engine, run, compile_mode=compile_mode, freeze=freeze)
     if engine == "eager":
         return model, options
     if engine == "compile":
@@ -77,7 +77,7 @@ def build_engine(model, engine, run, precision, compile_mode=None, freeze=True):
         raise UserError("--engine tensorrt: torch_tensorrt does not import here; "
                         "install it or use --engine compile") from None
     return torch.compile(model, backend="torch_tensorrt", dynamic=False,
-                         options={"enabled_precisions": {DTYPES[precision]},
+                         options={"enabled_precisions": {run.precision.model_dtype},
                                   "disable_tf32": options["disable_tf32"]}), options
 
 
@@ -178,7 +178,7 @@ def batch_sizes(loader):
 def run_inference(run, args, model, loader, normalize):
     """Both passes and the batch-1 latency; returns the figures of the record."""
     dev = run.device
-    dtype = DTYPES[args.precision]
+    dtype = run.precision.model_dtype
     model = model.to(device=dev.torch_device, dtype=dtype).eval()
     if getattr(args, "channels_last", False):
         model = model.to(memory_format=torch.channels_last)
@@ -198,8 +198,8 @@ def run_inference(run, args, model, loader, normalize):
     dist.print0(run, f"engine '{args.engine}': building for batches of {shapes} ...")
     dev.synchronize()
     t0 = time.perf_counter()
-    engine, options = build_engine(model, args.engine, run, args.precision, args.compile_mode,
-                                   getattr(args, "freeze", True))
+    engine, options = build_engine(model, args.engine, run, compile_mode=args.compile_mode,
+                                   freeze=getattr(args, "freeze", True))
     with building(options):
         warm_up(engine, run, prep, args.image_size, shapes, 2)
     dev.synchronize()

@@ -162,7 +162,7 @@ def train_record(run, args, parser, model_name, figures, flops_per_img):
     fig["flops_per_image"] = flops_per_img
     # a training step is a forward and a backward: about three forwards of work
     fig.update(efficiency(flops_per_img, fig.get("p_core"),
-                          run.device.peak(args.precision, args.peak_tflops), passes=3,
+                          run.device.peak(run.precision, args.peak_tflops), passes=3,
                           world_size=run.world_size))
     fix_hp = cli.fix_hp(args, parser)
     if (fig.get("batch_size_search") or {}).get("searched"):
@@ -184,7 +184,7 @@ def infer_record(run, args, model_name, figures, weights):
         for key in ("acc_val", "acc_infer", "acc5_val", "acc5_infer"):
             fig[key] = None
     fig.update(efficiency(fig["flops_per_image"], fig.get("p_infer_core"),
-                          run.device.peak(args.precision, args.peak_tflops), passes=1,
+                          run.device.peak(run.precision, args.peak_tflops), passes=1,
                           world_size=run.world_size))
     return _record(run, args, "infer", model_name, fig, weights=weights or "random",
                    weights_source=source, engine=args.engine,

@@ -22,7 +22,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from common import checkpoint, cli, data, dist, history, monitor, optim, profile, progress
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
-from common.device import autocast_dtype
 from common.errors import UserError
 from common.flops import flops_per_image
 
@@ -41,7 +40,7 @@ def _lockstep_batches(loader, run):
         yield batch, False
 
 
-def evaluate(model, loader, run, normalize, precision, lockstep=False):
+def evaluate(model, loader, run, normalize, *, lockstep=False):
     """Top-1/top-5 in percent over every image of the loader's dataset exactly once
     across ranks: correct counts summed over ranks, then divided by the image count.
     `model` must be the bare module (no DDP wrapper: shards may differ in length).
@@ -56,7 +55,7 @@ def evaluate(model, loader, run, normalize, precision, lockstep=False):
     correct5 = torch.zeros((), dtype=torch.long, device=dev)
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     n = 0
-    with torch.inference_mode(), run.device.autocast(precision):
+    with torch.inference_mode(), run.device.autocast(run.precision):
         for batch, counted in batches:
             images, labels = data.to_device(batch, run)
             logits = model(normalize(images)).float()
@@ -101,11 +100,11 @@ def _local_grads(net):
 
 
 def fsdp_dtypes(precision):
-    """FSDP2's mixed precision for a --precision: under amp and bf16 the weights are
-    gathered in the autocast dtype (half the traffic, and no cast per layer), gradients
-    reduced in fp32 (a sum over many ranks in fp16 or bf16 loses bits); fp32 and tf32
-    keep everything fp32."""
-    low = autocast_dtype(precision)
+    """FSDP2's mixed precision for a Precision: one that autocasts (amp, bf16) has the
+    weights gathered in its autocast dtype (half the traffic, and no cast per layer),
+    gradients reduced in fp32 (a sum over many ranks in fp16 or bf16 loses bits); fp32
+    and tf32 keep everything fp32."""
+    low = precision.autocast_dtype
     return {"param_dtype": low, "reduce_dtype": torch.float32} if low else {}
 
 
@@ -133,7 +132,7 @@ def _trains(run, args, model, optimizer, loss_fn, normalize, batch_size):
         x = torch.randint(0, 256, (batch_size, 3, args.image_size, args.image_size),
                           dtype=torch.uint8, device=dev.torch_device)
         y = torch.zeros(batch_size, dtype=torch.long, device=dev.torch_device)
-        with dev.autocast(args.precision):
+        with dev.autocast(run.precision):
             loss = loss_fn(model(normalize(x)), y)
         loss.backward()
         optimizer.step()  # the optimizer's state takes memory too
@@ -290,7 +289,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     sharded=True: the model is already sharded over the ranks (FSDP2 fully_shard), so
     it is not wrapped in DDP and is evaluated in lockstep.
     grad_accum defaults to args.grad_accum, as cli.settle_recipe set it.
-    Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc, precision,
+    Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc,
     print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
     docs/METRICS.md's training clocks plus accuracy, and the run's status."""
     dev = run.device
@@ -303,7 +302,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     grad_accum = grad_accum or args.grad_accum
     dev.reset_peak_memory()
     clocks = TrainClocks(dev, args.warmup_steps)
-    scaler = dev.grad_scaler(args.precision)
+    scaler = dev.grad_scaler(run.precision)
     ckpt = checkpoint.Checkpointer(run, args, model=model, optimizer=optimizer,
                                    scheduler=scheduler, scaler=scaler, sharded=sharded)
     step, evals, start_epoch, start_batch, resumed = _resume(ckpt.load(), clocks, run)
@@ -384,7 +383,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                 # gradients are all-reduced once per optimizer step, not per micro-batch
                 sync = contextlib.nullcontext() if last or not run.distributed else _local_grads(net)
                 with sync:
-                    with dev.autocast(args.precision):
+                    with dev.autocast(run.precision):
                         loss = loss_fn(net(images), labels) / grad_accum
                     scaler.scale(loss).backward()
                 first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
@@ -431,8 +430,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
             if val_loader is not None and args.eval_every and (
                     (epoch + 1) % args.eval_every == 0 or finished):
                 with clocks.paused("eval"):
-                    result = evaluate(model, val_loader, run, normalize, args.precision,
-                                      lockstep=sharded)
+                    result = evaluate(model, val_loader, run, normalize, lockstep=sharded)
                 evals.append({"epoch": epoch + 1, "step": step, **result})
                 dist.print0(run, f"eval epoch {epoch + 1} step {step}: top1 {result['top1']:.2f} "
                                  f"top5 {result['top5']:.2f} loss {result['loss']:.4f} "

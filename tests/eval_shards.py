@@ -20,7 +20,7 @@ model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(),
 val = data.image_folder(data_dir, "val", data.eval_transform(32))
 loader = data.eval_loader(val, batch_size=3, workers=0, run=run)
 normalize = data.normalizer(data.IMAGENET_MEAN, data.IMAGENET_STD, run.device.torch_device)
-result = train_loop.evaluate(model, loader, run, normalize, "fp32")
+result = train_loop.evaluate(model, loader, run, normalize)
 result["shard_sizes"] = dist.sum_all(run, [len(loader.sampler) if r == run.rank else 0
                                            for r in range(run.world_size)])
 if run.is_main:

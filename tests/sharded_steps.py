@@ -5,6 +5,7 @@ checkpointing), and write how far apart the two end (rank 0):
 Used by test_bit_train.py to show that sharding changes memory, not training, and that
 under bf16 the shards are gathered in bf16."""
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ import torch
 from bit import train as bit_train
 from bit.model import bit
 from common import data, dist, train_loop
+from common.precision import PRECISIONS
 
 out = sys.argv[1]
 run = dist.setup("cpu")
@@ -48,15 +50,16 @@ def trained_weights(sharded):
     return start, end
 
 
-def gathered_dtypes(precision):
-    """The dtypes of the weights a sharded unit computes with, under `precision`."""
+def gathered_dtypes(name):
+    """The dtypes of the weights a sharded unit computes with, under --precision `name`."""
     torch.manual_seed(0)
     model = bit("tiny", num_classes=3, zero_head=False)
-    bit_train.shard_units(model, run, precision)
+    run_at = dataclasses.replace(run, precision=PRECISIONS[name])
+    bit_train.shard_units(model, run_at)
     seen = set()
     conv = next(next(model.body.children()).children()).conv1
     conv.register_forward_pre_hook(lambda m, i: seen.add(str(m.weight.dtype)))
-    with run.device.autocast(precision):
+    with run_at.device.autocast(run_at.precision):
         model(normalize(batches[0][0]))
     return sorted(seen)
 

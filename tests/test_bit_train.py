@@ -125,10 +125,12 @@ def test_fsdp_with_accumulation_and_clipping_trains_like_ddp(tmp_path):
 
 
 def test_fsdp_mixed_precision_follows_the_precision():
+    from common.precision import PRECISIONS
     from common.train_loop import fsdp_dtypes
-    assert fsdp_dtypes("fp32") == fsdp_dtypes("tf32") == {}
-    assert fsdp_dtypes("bf16") == {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32}
-    assert fsdp_dtypes("amp") == {"param_dtype": torch.float16, "reduce_dtype": torch.float32}
+    fp32, tf32, amp, bf16 = (PRECISIONS[name] for name in ("fp32", "tf32", "amp", "bf16"))
+    assert fsdp_dtypes(fp32) == fsdp_dtypes(tf32) == {}
+    assert fsdp_dtypes(bf16) == {"param_dtype": torch.bfloat16, "reduce_dtype": torch.float32}
+    assert fsdp_dtypes(amp) == {"param_dtype": torch.float16, "reduce_dtype": torch.float32}
 
 
 def test_without_weights_warns_and_records_random(tmp_path):

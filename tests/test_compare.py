@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from common import compare, device, report
+from common import compare, report
+from common.precision import PRECISIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, "results", "reference")
@@ -47,7 +48,7 @@ def test_reference_record_is_complete_and_consistent(path):
     rec = load(path)
     assert all(k in rec for k in REQUIRED)
     assert rec["status"] == "ok" and rec["data_source"] == "real"
-    assert rec["precision"] in device.PRECISIONS
+    assert rec["precision"] in PRECISIONS
     assert rec["config"] == f"{rec['nodes']}x{rec['procs_per_node']}"
     assert rec["world_size"] == rec["nodes"] * rec["procs_per_node"] == rec["device"]["count"]
     assert {"vendor", "name", "label", "count", "total_memory_gib"} <= set(rec["device"])

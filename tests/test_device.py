@@ -4,6 +4,7 @@ import torch
 
 from common import cli, device
 from common.errors import UserError
+from common.precision import PRECISIONS, peak_tflops_arg
 from conftest import run_script
 from test_resnet50 import only_record
 
@@ -49,12 +50,12 @@ def test_unknown_or_absent_device_is_a_one_line_error():
 def test_unsupported_precision_names_the_flag_and_choices():
     d = device.select("cpu")
     with pytest.raises(UserError, match=r"--precision tf32: CPU .* choose one of fp32, bf16"):
-        d.set_precision("tf32")
+        d.set_precision(PRECISIONS["tf32"])
 
 
 def test_fp32_means_no_tf32():
     d = device.select("cpu")
-    d.set_precision("fp32")
+    d.set_precision(PRECISIONS["fp32"])
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     assert torch.get_float32_matmul_precision() == "highest"
 
@@ -85,41 +86,44 @@ def test_fp32_means_no_tf32():
 def test_peak_from_the_device_name_most_specific_first(name, precision, entry, tflops):
     d = device.select("cpu")
     d.name = name
+    precision = PRECISIONS[precision]
     assert d.peak(precision) == (pytest.approx(tflops * 1e12), f"table: {entry}")
     assert d.peak_flops(precision) == pytest.approx(tflops * 1e12)
 
 
 def test_no_peak_rather_than_a_guess():
     d = device.select("cpu")
-    assert d.peak("fp32")[0] is None and d.peak_flops("fp32") is None
+    fp32, bf16 = PRECISIONS["fp32"], PRECISIONS["bf16"]
+    assert d.peak(fp32)[0] is None and d.peak_flops(fp32) is None
     d.name = "Tesla V100-SXM2-32GB"
-    assert d.peak("bf16")[0] is None  # no bf16 on the data sheet: not another entry's
+    assert d.peak(bf16)[0] is None  # no bf16 on the data sheet: not another entry's
 
 
 def test_autocast_and_scaler_follow_precision():
     d = device.select("cpu")
-    with d.autocast("bf16"):
+    with d.autocast(PRECISIONS["bf16"]):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
-    with d.autocast("fp32"):
+    with d.autocast(PRECISIONS["fp32"]):
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
-    assert not d.grad_scaler("bf16").is_enabled()
+    assert not d.grad_scaler(PRECISIONS["bf16"]).is_enabled()
 
 
 def test_the_peak_says_where_it_came_from():
     d = device.select("cpu")
-    assert d.peak("fp32") == (None, "CPU has no fp32 peak in the table; give --peak-tflops")
-    assert d.peak("amp", {"fp16": 312.0}) == (312e12, "--peak-tflops")
-    assert d.peak("bf16", {"all": 100.0}) == (100e12, "--peak-tflops")
-    assert d.peak("bf16", {"fp32": 19.5})[0] is None  # given for another precision only
+    fp32, amp, bf16 = (PRECISIONS[name] for name in ("fp32", "amp", "bf16"))
+    assert d.peak(fp32) == (None, "CPU has no fp32 peak in the table; give --peak-tflops")
+    assert d.peak(amp, {"fp16": 312.0}) == (312e12, "--peak-tflops")
+    assert d.peak(bf16, {"all": 100.0}) == (100e12, "--peak-tflops")
+    assert d.peak(bf16, {"fp32": 19.5})[0] is None  # given for another precision only
     d.name = "NVIDIA A100-SXM4-40GB"
-    assert d.peak("amp") == (pytest.approx(312e12), "table: A100 SXM")
-    assert d.peak("fp32", {"fp32": 20.0}) == (20e12, "--peak-tflops")  # the flag wins
+    assert d.peak(amp) == (pytest.approx(312e12), "table: A100 SXM")
+    assert d.peak(fp32, {"fp32": 20.0}) == (20e12, "--peak-tflops")  # the flag wins
 
 
 @pytest.mark.parametrize("text, peaks", [("312", {"all": 312.0}),
                                          ("fp16=312, fp32=19.5", {"fp16": 312.0, "fp32": 19.5})])
 def test_peak_tflops_flag_values(text, peaks):
-    assert device.peak_tflops_arg(text) == peaks
+    assert peak_tflops_arg(text) == peaks
 
 
 @pytest.mark.parametrize("text", ["amp=312", "fp16=", "-5", "fast"])

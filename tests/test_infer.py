@@ -13,7 +13,8 @@ from test_report import cells
 from test_resnet50 import only_record
 
 from bit.model import bit, save_npz
-from common import data, device, dist, infer_loop, report
+from common import data, dist, infer_loop, report
+from common.precision import PRECISIONS
 from vit.model import vit_tiny
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -251,19 +252,21 @@ def test_a_timed_pass_holds_the_pass_and_nothing_else(dataset, tmp_path):
     assert len(log.read_text().splitlines()) == 2 * 20
 
 
-@pytest.mark.parametrize("precision, tf32_off", [("fp32", True), ("fp16", True),
-                                                  ("tf32", False)])
-def test_tensorrt_runs_tf32_only_when_asked(monkeypatch, precision, tf32_off):
+@pytest.mark.parametrize("precision, tf32_off, dtype", [("fp32", True, torch.float32),
+                                                         ("fp16", True, torch.float16),
+                                                         ("tf32", False, torch.float32)])
+def test_tensorrt_runs_tf32_only_when_asked(monkeypatch, precision, tf32_off, dtype):
     """TensorRT allows TF32 unless told not to: --precision fp32 is fp32 there too."""
     import types
     compiled = {}
     monkeypatch.setitem(sys.modules, "torch_tensorrt", types.ModuleType("torch_tensorrt"))
     monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.update(kw) or model)
-    run = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"))
-    _, options = infer_loop.build_engine(torch.nn.Identity(), "tensorrt", run, precision)
+    run = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"),
+                                precision=PRECISIONS[precision])
+    _, options = infer_loop.build_engine(torch.nn.Identity(), "tensorrt", run)
     assert compiled["backend"] == "torch_tensorrt"
     assert compiled["options"]["disable_tf32"] is tf32_off
-    assert compiled["options"]["enabled_precisions"] == {device.DTYPES[precision]}
+    assert compiled["options"]["enabled_precisions"] == {dtype}
     assert options["disable_tf32"] is tf32_off  # and the record says so
 
 
@@ -275,7 +278,7 @@ def test_frozen_engine_folds_the_weights_and_agrees_with_eager():
                                 torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
     x = torch.randn(6, 3, 16, 16)
-    engine, options = infer_loop.build_engine(model, "compile", run, "fp32")
+    engine, options = infer_loop.build_engine(model, "compile", run)
     assert options == {"backend": "inductor", "mode": "default", "freezing": True}
     frozen = torch._inductor.config.freezing
     with infer_loop.building(options), torch.inference_mode():
@@ -285,5 +288,5 @@ def test_frozen_engine_folds_the_weights_and_agrees_with_eager():
     with torch.inference_mode():
         assert torch.equal(out.argmax(1), model(x).argmax(1))
         assert torch.allclose(out, model(x), atol=1e-4)
-    _, unfrozen = infer_loop.build_engine(model, "compile", run, "fp32", freeze=False)
+    _, unfrozen = infer_loop.build_engine(model, "compile", run, freeze=False)
     assert unfrozen["freezing"] is False
