@@ -390,9 +390,10 @@ def engine(a):
     """Per model, `--repeat` runs of its infer.py (a round each: both passes of a run
     see the machine as it was then), with the build time and the matmul bound."""
     dev = device.select()
-    precisions = ("fp32", "fp16") if dev.type == "cuda" else ("fp32",)
-    dev.set_precision("fp32")  # the rate of fp32 as the scripts run it: no tf32
-    ceilings = {p: matmul_rate(dev, device.DTYPES[p]) for p in precisions}
+    # fp32, and fp16 as seed 001 serves it, where the device has it
+    precisions = [p for p in ("fp32", "fp16") if p in dev.supported_precisions()]
+    dev.set_precision(PRECISIONS["fp32"])  # the rate of fp32 as the scripts run it: no tf32
+    ceilings = {p: matmul_rate(dev, PRECISIONS[p].model_dtype) for p in precisions}
     rows = []
     for model in a.models:
         for precision in precisions:
