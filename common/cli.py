@@ -92,6 +92,7 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
       help="seconds between samples of device power, memory, use and temperature (0: off)")
     a("--peak-tflops", type=peak_tflops_arg, default=None,
       help="the device's dense peak for MFU, where the table lacks it: 312 or fp16=312,fp32=19.5")
+    p.set_defaults(model=None)  # a script of several model sizes adds --model
     return p
 
 
@@ -141,6 +142,8 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
     # what --batch-size auto falls back to, and what the learning rate is scaled from
     p.set_defaults(recipe_batch_size=batch_size, reference_global_batch=global_batch,
                    reference_lr=lr, recipe=None)
+    # what a recipe adds when it has them: published weights to start from, an end in steps
+    p.set_defaults(weights=None, total_steps=None)
     p.rules += [settle_for_checks, check_resume, check_run_length, check_compile,
                 check_profile]
     return p
@@ -280,7 +283,7 @@ def check_steps(args, batches, source):
                                         f"epoch ({source})", "--epochs")]
     if args.max_steps:
         limits.append((args.max_steps, f"--max-steps {args.max_steps}", "--max-steps"))
-    if getattr(args, "total_steps", None):
+    if args.total_steps:
         limits.append((args.total_steps, f"--total-steps {args.total_steps}", "--total-steps"))
     total, why, flag = min(limits)
     if total <= args.warmup_steps:

@@ -86,7 +86,7 @@ def setup(requested_device="auto", timeout_s=600):
 def start(args):
     """setup() for a script's args: device, process group, precision, seed. The header
     comes later (common.progress), once data and batch have settled the config."""
-    run = setup(args.device, getattr(args, "dist_timeout", 600))
+    run = setup(args.device, args.dist_timeout)
     run.device.set_precision(args.precision)
     torch.manual_seed(args.seed)
     return run

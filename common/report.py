@@ -142,9 +142,9 @@ def recipe_complete(args, figures, weights_source):
     --max-steps or a signal; a fine-tuning recipe also needs the published weights."""
     if figures.get("status", "ok") != "ok" or args.synthetic or figures.get("acc") is None:
         return False
-    if weights_source == "random" and vars(args).get("weights") is not None:
+    if weights_source == "random" and args.weights is not None:
         return False  # a fine-tuning case started from random weights
-    end = vars(args).get("total_steps")  # a recipe counted in steps
+    end = args.total_steps  # a recipe counted in steps
     return (figures.get("stopped") in ("target_acc", "epochs") or
             bool(end) and figures.get("steps", 0) >= end)
 
@@ -167,7 +167,7 @@ def train_record(run, args, parser, model_name, figures, flops_per_img):
     fix_hp = cli.fix_hp(args, parser)
     if (fig.get("batch_size_search") or {}).get("searched"):
         fix_hp = {"bs": args.batch_size, **fix_hp}  # a searched batch is always shown
-    weights = weights_source(vars(args).get("weights"))  # from scratch: random
+    weights = weights_source(args.weights)  # from scratch: random
     record = _record(run, args, "train", model_name, fig, evals=evals,
                      global_batch_size=args.recipe["global_batch"], recipe=args.recipe,
                      recipe_complete=recipe_complete(args, figures, weights),
