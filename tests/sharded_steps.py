@@ -15,12 +15,13 @@ from conftest import loop_args
 
 from bit import train as bit_train
 from bit.model import bit
+from bit.weights import BIT_MEAN, BIT_STD
 from common import data, dist, train_loop
 
 out = sys.argv[1]
 run = dist.setup("cpu")
 args = loop_args(os.path.dirname(out), print_freq=100)
-normalize = data.normalizer(bit_train.BIT_MEAN, bit_train.BIT_STD, "cpu")
+normalize = data.normalizer(BIT_MEAN, BIT_STD, "cpu")
 # different batches on each rank, so the gradients only agree once reduced
 g = torch.Generator().manual_seed(run.rank)
 batches = [(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g),
