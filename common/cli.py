@@ -18,6 +18,7 @@ from common import files
 from common.errors import UserError
 from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
                           positive_float, positive_int)
+from common.launcher import world_from_env
 
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 
@@ -253,10 +254,8 @@ def check_compile_mode(args):
 
 def settle_for_checks(args):
     """The recipe settled as the launcher's world size implies, so that the start-up
-    checks see the accumulation the run will use; settled again once the group is up.
-    (The rules run after the script has loaded torch, so dist may be imported here.)"""
-    from common import dist
-    settle_recipe(args, dist.world_from_env()[2])
+    checks see the accumulation the run will use; settled again once the group is up."""
+    settle_recipe(args, world_from_env()[2])
 
 
 def check_run_length(args):
