@@ -1,6 +1,6 @@
 """How the code is laid out: imports run one way (entry script -> loop -> clocks,
 checkpoint, monitor -> dist -> device), a model folder needs only itself and common/,
-and no function of common/ is too long to hold in one's head."""
+no function of common/ is too long to hold in one's head, and flags are read as args.x."""
 import ast
 import glob
 import os
@@ -118,3 +118,13 @@ def test_every_function_of_common_is_short():
                 lines = node.end_lineno - node.lineno + 1
                 assert lines <= LONGEST_FUNCTION, \
                     f"{os.path.basename(path)}:{node.lineno} {node.name} is {lines} lines"
+
+
+def test_common_reads_flags_as_args_x():
+    """A flag read with getattr(args, name, default) would hide a mistyped name."""
+    for path in glob.glob(os.path.join(ROOT, "common", "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr":
+                first = node.args[0]
+                assert not (isinstance(first, ast.Name) and first.id == "args"), \
+                    f"{os.path.basename(path)}:{node.lineno} reads a flag with getattr"
