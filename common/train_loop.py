@@ -280,7 +280,7 @@ class Training:
         self._at(1, begin)
         self._at(args.warmup_steps - 1, end)
 
-    def step(self, batch, last):
+    def train_batch(self, batch, last):
         """One micro-batch: forward, backward, the optimizer step on the last micro-batch
         of a step, clocks. Returns the loss (on the device) and the images it saw."""
         images, labels = data.to_device(batch, self.run)
@@ -371,7 +371,7 @@ def one_epoch(t, loader, epoch, skip):
     batches = itertools.islice(loader, t.steps_per_epoch * accum - skip)
     for i, batch in enumerate(batches, start=skip):
         last = (i + 1) % accum == 0
-        loss, n_images = t.step(batch, last)
+        loss, n_images = t.train_batch(batch, last)
         if not last:
             continue
         s.step, s.epoch, s.batch = s.step + 1, epoch, i + 1
