@@ -370,7 +370,9 @@ def row_kinds(rec):
     if data in ("synthetic", "generated"):  # generated: common.make_dataset's, not ImageNet
         kinds.append(data)
     random = rec.get("weights_source", rec.get("weights")) == "random"
-    if random and (rec["case"] == "infer" or "weights" in rec.get("args", {})):
+    # a training script with --weights fine-tunes; the others leave it None (or out)
+    fine_tunes = rec.get("args", {}).get("weights") is not None
+    if random and (rec["case"] == "infer" or fine_tunes):
         kinds.append("random")
     if (rec["case"] == "train" and rec.get("status", "ok") == "ok"
             and rec.get("recipe_complete") is False
