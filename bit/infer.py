@@ -29,7 +29,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
     args = parser.parse_args()
 
 from bit import model as bit_model
-from bit.train import BIT_MEAN, BIT_STD, hyperrule_transforms, load_weights
+from bit.weights import BIT_MEAN, BIT_STD, hyperrule_transforms, load_weights
 from common import data, dist, infer_loop, report
 from common.errors import UserError
 

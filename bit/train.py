@@ -21,16 +21,12 @@ For memory, --fsdp shards every bottleneck unit over the ranks (FSDP2) and
 import os
 import sys
 import warnings
-import zipfile
 from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 from bit.sizes import KNOWN_MODELS
 from common import cli, flags
-
-CHECKPOINTS_URL = "https://storage.googleapis.com/bit_models"
-BIT_MEAN = BIT_STD = (0.5, 0.5, 0.5)  # inputs scaled to [-1, 1]
 
 
 def get_args_parser():
@@ -65,18 +61,9 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.transforms import v2
 
 from bit import model as bit_model
+from bit.weights import BIT_MEAN, BIT_STD, CHECKPOINTS_URL, hyperrule_transforms, load_weights
 from common import data, dist, optim, report, train_loop
 from common.errors import UserError
-
-
-def hyperrule_transforms(image_size):
-    """(train, eval) presets at 480 px, scaled to image_size; uint8 CHW in and out."""
-    resize = round(image_size * 512 / 480)
-    train = v2.Compose([v2.Resize((resize, resize), antialias=True), v2.RandomCrop(image_size),
-                        v2.RandomHorizontalFlip()])
-    # the whole image squashed to a square, no centre crop
-    evaluation = v2.Resize((image_size, image_size), antialias=True)
-    return train, evaluation
 
 
 def hyperrule_lr_factor(step, *, warmup_steps, decay_steps):
@@ -93,22 +80,6 @@ def hyperrule_schedule(optimizer, *, warmup_steps, decay_steps):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: hyperrule_lr_factor(step, warmup_steps=warmup_steps,
                                                     decay_steps=decay_steps))
-
-
-def load_weights(model, path, model_name):
-    """Copy the official .npz into the model; True when its head fit and came too."""
-    url = f"{CHECKPOINTS_URL}/{model_name}.npz"
-    if not os.path.isfile(path):
-        raise UserError(f"--weights {path}: no such file; download {url}, or leave "
-                        f"--weights out to start from random weights")
-    if not zipfile.is_zipfile(path):
-        raise UserError(f"--weights {path}: not an .npz file; download {url}")
-    try:
-        return bit_model.load_npz(model, path)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        reason = str(e).replace(f"{path}: ", "")
-        raise UserError(f"--weights {path}: not a BiT checkpoint of --model {model_name} "
-                        f"({reason}); download {url}") from None
 
 
 def warn_random_weights(run, model_name):

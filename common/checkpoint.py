@@ -37,6 +37,9 @@ OPERATIONAL = {"out", "resume", "keep_checkpoint", "checkpoint_every", "debug", 
                "dist_timeout", "profile"}
 # flags that name a file or folder: the same one however it is spelt
 PATHS = {"data_dir", "weights"}
+# flags only some scripts have, which the parser sets to None for the others: left out
+# while None, so that a script's checkpoints keep the name they had before it set them
+SOME_SCRIPTS = {"model", "weights", "total_steps"}
 
 
 def _resolved(key, value):
@@ -47,7 +50,7 @@ def _resolved(key, value):
 
 def fingerprint(args):
     shaping = {k: _resolved(k, v) for k, v in sorted(vars(args).items())
-               if k not in OPERATIONAL}
+               if k not in OPERATIONAL and not (k in SOME_SCRIPTS and v is None)}
     return hashlib.sha1(json.dumps(shaping, default=str).encode()).hexdigest()[:10]
 
 

@@ -21,6 +21,7 @@ from common.errors import UserError
 from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
                           positive_float, positive_int)
 from common.precision import choices_for, peak_tflops_arg
+from common.launcher import world_from_env
 
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 
@@ -85,6 +86,7 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
       help="seconds between samples of device power, memory, use and temperature (0: off)")
     a("--peak-tflops", type=peak_tflops_arg, default=None,
       help="the device's dense peak for MFU, where the table lacks it: 312 or fp16=312,fp32=19.5")
+    p.set_defaults(model=None)  # a script of several model sizes adds --model
     return p
 
 
@@ -134,6 +136,8 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
     # what --batch-size auto falls back to, and what the learning rate is scaled from
     p.set_defaults(recipe_batch_size=batch_size, reference_global_batch=global_batch,
                    reference_lr=lr, recipe_grad_accum=grad_accum, recipe=None)
+    # what a recipe adds when it has them: published weights to start from, an end in steps
+    p.set_defaults(weights=None, total_steps=None)
     p.rules += [settle_for_checks, check_resume, check_run_length, check_compile,
                 check_profile]
     return p
@@ -243,10 +247,8 @@ def check_compile_mode(args):
 
 def settle_for_checks(args):
     """The recipe settled as the launcher's world size implies, so that the start-up
-    checks see the accumulation the run will use; settled again once the group is up.
-    (The rules run after the script has loaded torch, so dist may be imported here.)"""
-    from common import dist
-    settle_recipe(args, dist.world_from_env()[2])
+    checks see the accumulation the run will use; settled again once the group is up."""
+    settle_recipe(args, world_from_env()[2])
 
 
 def check_run_length(args):
@@ -273,7 +275,7 @@ def check_steps(args, batches, source):
                                         f"epoch ({source})", "--epochs")]
     if args.max_steps:
         limits.append((args.max_steps, f"--max-steps {args.max_steps}", "--max-steps"))
-    if getattr(args, "total_steps", None):
+    if args.total_steps:
         limits.append((args.total_steps, f"--total-steps {args.total_steps}", "--total-steps"))
     total, why, flag = min(limits)
     if total <= args.warmup_steps:

@@ -1,4 +1,5 @@
-"""Our records beside the seeds' published rows, with the ratio of every throughput.
+"""Which of the seeds' published rows a record of ours sits beside, and the ratio of
+every throughput; common/report.py renders the table:
 
     python -m common.report runs/ --compare results/reference
 
@@ -12,12 +13,7 @@ exactly one of those, the note says what to run to match it.
 """
 from __future__ import annotations
 
-import os
-
-from tabulate import tabulate
-
-from common import report, scaling
-from common.errors import UserError
+from common import scaling
 
 # keys every comparison matches on, and keys it matches on where both records name them
 MATCH = ("model", "case", "config", "precision", "batch_size")
@@ -81,71 +77,8 @@ def hints(ours, references):
     return found
 
 
-def load_references(path):
-    """The reference records under path; a path without any is the user's mistake."""
-    if not os.path.exists(path):
-        raise UserError(f"--compare {path}: no such file or directory; give the folder of "
-                        f"reference records, e.g. results/reference")
-    refs = [r for r in report.load_records([path]) if "reference" in r]
-    if not refs:
-        raise UserError(f"--compare {path}: holds no reference records; give the folder of "
-                        f"reference records, e.g. results/reference")
-    return refs
-
-
 def ratio(ours, ref, figure, inverse):
     a, b = ours["figures"].get(figure), ref["figures"].get(figure)
     if not a or not b:  # a figure one side did not measure gives no ratio
         return ""
     return f"{(b / a if inverse else a / b):.2f}x"
-
-
-def _columns(case):
-    """Headers and row cells of a case, as the report's own tables render them."""
-    if case == "train":
-        return ["config", *report.TRAIN_COLUMNS], report.train_row
-    return ["config", *report.INFER_COLUMNS], report.infer_row
-
-
-def _seed_rows(ours, ref, headers, row, lang):
-    """The reference row, its real precision class beside the seed's label, and the ratios."""
-    cells = row(ref, lang)
-    if ref.get("reported_precision") not in (None, ref["precision"]):
-        cells[headers.index("precision")] = \
-            f"{ref['precision']} (seed: {ref['reported_precision']})"
-    ratios = [ratio(ours, ref, *RATIOS[h]) if h in RATIOS else "" for h in headers]
-    return [["", f"seed {ref['reference']['seed'][:3]}", *cells, ref["reference"]["seed"]],
-            ["", "ours / seed", *ratios, ""]]
-
-
-def _group(ours, references, headers, row, lang):
-    """Our row; then each reference row it matches with the ratios, or why there is none."""
-    refs = [r for r in references if not differences(ours, r)]
-    note = ""
-    if not refs:
-        found = hints(ours, references)
-        note = "no reference" + (f": {'; '.join(found)}" if found else "")
-    rows = [[ours["model"], "ours", *row(ours, lang), note]]
-    for ref in refs:
-        rows += _seed_rows(ours, ref, headers, row, lang)
-    return rows
-
-
-def comparison_table(records, references, case, lang="en"):
-    headers, row = _columns(case)
-    rows = [cells for rec in records for cells in _group(rec, references, headers, row, lang)]
-    return tabulate(rows, headers=["model", "row", *headers, "note"], tablefmt="github",
-                    disable_numparse=True)
-
-
-def comparison(records, references, lang="en"):
-    """One table per case: each of our records beside the reference rows it matches."""
-    ours = [r for r in records if "reference" not in r]
-    parts = []
-    for case, title in (("train", "Training"), ("infer", "Inference")):
-        mine = [r for r in ours if r["case"] == case]
-        if mine:
-            parts.append(f"{title} beside the seeds' rows (ratios: ours / seed; latency: "
-                         f"seed / ours; above 1 is faster)\n\n"
-                         + comparison_table(mine, references, case, lang))
-    return "\n\n".join(parts)

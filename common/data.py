@@ -361,7 +361,7 @@ def loaders(args, run, train_tf, eval_tf, repeats=1):
     for split in (train_set, val_set):
         warn_unread(split, run)
     train = train_loader(train_set, batch_size_of(args), args.workers, run, args.seed,
-                         getattr(args, "skip_bad_images", False), repeats)
+                         args.skip_bad_images, repeats)
     cli.check_steps(args, len(train), f"{len(train_set)} training images at --batch-size "
                                       f"{batch_size_of(args)} on {run.world_size} ranks")
     return (train, eval_loader(val_set, batch_size_of(args), args.workers, run),

@@ -315,6 +315,13 @@ class Device:
             return recommended() if recommended else machine
         return self.api.get_device_properties(self.index).total_memory
 
+    @staticmethod
+    def is_out_of_memory(error):
+        """True for the allocator's out-of-memory error; plug-ins that raise a plain
+        RuntimeError say so in its message."""
+        oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+        return isinstance(error, oom) or "out of memory" in str(error).lower()
+
     def device_count(self):
         """Devices of this kind on this node (1 for CPU and mps)."""
         if self.type in ("cpu", "mps"):

@@ -1,25 +1,19 @@
-"""Distributed setup from the launcher's environment, and the few collectives the suite needs.
-
-- `torchrun --nnodes N --nproc_per_node P script.py` sets RANK, LOCAL_RANK, WORLD_SIZE and
-  LOCAL_WORLD_SIZE (and MASTER_ADDR/MASTER_PORT).
-- `srun` (SLURM, one task per device) sets SLURM_PROCID, SLURM_LOCALID, SLURM_NTASKS and
-  SLURM_NTASKS_PER_NODE; MASTER_ADDR must be exported by the batch script (see
-  common/slurm.sbatch), MASTER_PORT defaults to 29500.
-- plain `python script.py` runs as one process with no process group.
-The configuration a record reports (nodes x devices) comes from these, never from a flag.
+"""Distributed setup from the launcher's environment (common/launcher.py), and the few
+collectives the suite needs. Plain `python script.py` runs as one process with no
+process group. The configuration a record reports (nodes x devices) comes from the
+launcher, never from a flag.
 """
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from common import device as devices
-from common.errors import UserError
 from common.precision import PRECISIONS, Precision
+from common.launcher import world_from_env
 
 
 @dataclass
@@ -50,31 +44,6 @@ class Run:
         return f"{self.nodes}x{self.local_world_size}"
 
 
-def _slurm_tasks_per_node(env, world_size):
-    # SLURM_NTASKS_PER_NODE is set with --ntasks-per-node; SLURM_TASKS_PER_NODE ("8(x2)") always
-    for key in ("SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
-        if env.get(key):
-            return int(env[key].split("(")[0].split(",")[0])
-    return world_size // int(env.get("SLURM_NNODES", 1))
-
-
-def world_from_env(env=os.environ):
-    """(rank, local_rank, world_size, local_world_size) from torchrun, srun, or neither."""
-    if "RANK" in env:
-        world_size = int(env.get("WORLD_SIZE", 1))
-        return (int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), world_size,
-                int(env.get("LOCAL_WORLD_SIZE", world_size)))
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1:
-        world_size = int(env["SLURM_NTASKS"])
-        if "MASTER_ADDR" not in env:
-            raise UserError("srun without torchrun: export MASTER_ADDR (the first node's "
-                            "address) in the batch script, as common/slurm.sbatch does")
-        os.environ.setdefault("MASTER_PORT", "29500")
-        return (int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), world_size,
-                _slurm_tasks_per_node(env, world_size))
-    return 0, 0, 1, 1
-
-
 def setup(requested_device="auto", timeout_s=600):
     rank, local_rank, world_size, local_world_size = world_from_env()
     dev = devices.select(requested_device, local_rank)
@@ -89,7 +58,7 @@ def setup(requested_device="auto", timeout_s=600):
 def start(args):
     """setup() for a script's args: device, process group, precision, seed. The header
     comes later (common.progress), once data and batch have settled the config."""
-    run = setup(args.device, getattr(args, "dist_timeout", 600))
+    run = setup(args.device, args.dist_timeout)
     run.precision = PRECISIONS[args.precision]
     run.device.set_precision(run.precision)
     torch.manual_seed(args.seed)

@@ -180,7 +180,7 @@ def run_inference(run, args, model, loader, normalize):
     dev = run.device
     dtype = run.precision.model_dtype
     model = model.to(device=dev.torch_device, dtype=dtype).eval()
-    if getattr(args, "channels_last", False):
+    if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     prep = _prepare(normalize, dtype)
     flops = flops_per_image(model, args.image_size)
@@ -199,7 +199,7 @@ def run_inference(run, args, model, loader, normalize):
     dev.synchronize()
     t0 = time.perf_counter()
     engine, options = build_engine(model, args.engine, run, compile_mode=args.compile_mode,
-                                   freeze=getattr(args, "freeze", True))
+                                   freeze=args.freeze)
     with building(options):
         warm_up(engine, run, prep, args.image_size, shapes, 2)
     dev.synchronize()

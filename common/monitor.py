@@ -134,7 +134,7 @@ class Monitor:
 
 def start(run, args):
     """The node's monitor, started on local rank 0 (None elsewhere and when off)."""
-    interval = getattr(args, "monitor_interval", 1.0)
+    interval = args.monitor_interval
     if not interval or interval <= 0 or run.local_rank != 0:
         return None
     kind = run.device.kind
@@ -248,8 +248,9 @@ def stop(mon):
 def summary(run, mon, window, images, args=None):
     """The monitor figures of a window (t0, t1) with `images` processed in it by all
     ranks. Every rank calls it, since it gathers over nodes; `mon` is None off local
-    rank 0. With --monitor-interval 0 the cells are empty and nothing is gathered."""
-    interval = getattr(args, "monitor_interval", 1.0)
+    rank 0. With --monitor-interval 0 the cells are empty and nothing is gathered;
+    args=None is a monitor at the flag's default, 1 s."""
+    interval = args.monitor_interval if args is not None else 1.0
     if not interval or interval <= 0:
         return {**cells(_no_parts(), images), "source": None, "interval_s": None,
                 "reason": "off (--monitor-interval 0)"}

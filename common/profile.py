@@ -12,15 +12,11 @@ import os
 
 from torch.profiler import ProfilerActivity, profile
 
-from common.errors import UserError
-
 TOP = 12
 
 
-def start(args, run):
-    """A running profiler when --profile asks for one and warm-up leaves room, else None."""
-    if not getattr(args, "profile", False):
-        return None
+def start(run):
+    """A running profiler over the host and, where the device has one, the device."""
     activities = [ProfilerActivity.CPU]
     on_device = run.device.kind.profiler_activity
     if on_device:
@@ -52,9 +48,3 @@ def finish(prof, run, out_dir):
             "top": [{"op": e.key, "ms": getattr(e, key) / 1000, "share": getattr(e, key) / total}
                     for e in top]}
 
-
-def check(args):
-    """--profile profiles warm-up steps after the first and before the last: it needs 3."""
-    if getattr(args, "profile", False) and args.warmup_steps < 3:
-        raise UserError("--profile: it profiles warm-up steps (the second to the one before "
-                        "the timed region), never timed ones; give --warmup-steps 3 or more")

@@ -28,26 +28,26 @@ def script_case():
     return os.path.basename(os.path.dirname(os.path.abspath(sys.argv[0])))
 
 
-def header(run, args, what, data_words, *extra):
+def header(run, args, what, data_words, *extra, grad_accum=1):
     """A few lines that say what runs, printed once batch, classes and device are
-    settled; the whole configuration goes in the record, and here only with --debug."""
-    model = getattr(args, "model", None) or script_case()
-    grad_accum = getattr(args, "grad_accum", 1)
+    settled; the whole configuration goes in the record, and here only with --debug.
+    `grad_accum`: the micro-batches of a training step."""
+    model = args.model or script_case()
     per_device = args.batch_size
-    layout = ", channels-last" if getattr(args, "channels_last", False) else ""
+    layout = ", channels-last" if args.channels_last else ""
     print0(run, f"{model} {what} on {run.world_size} x {run.device.label} ({run.config}, "
                  f"{run.device.name})\n"
                  f"  batch {per_device} per device, {per_device * grad_accum * run.world_size} "
                  f"global{f' ({grad_accum} accumulated)' if grad_accum > 1 else ''}; "
                  f"precision {args.precision}{layout}\n"
                  f"  data: {data_words}" + "".join(f"\n  {e}" for e in extra if e))
-    if getattr(args, "debug", False):
+    if args.debug:
         print0(run, "config: " + json.dumps(vars(args), default=str))
 
 
 def data_words(args, **image_counts):
     """'DIR: 4 classes, 64 train / 16 val images', or what synthetic data is."""
-    if getattr(args, "synthetic", False):
+    if args.synthetic:
         return "synthetic, one random batch made on the device (speed only)"
     counts = " / ".join(f"{n:,} {split}" for split, n in image_counts.items())
     return f"{args.data_dir}: {args.num_classes} classes, {counts} images"

@@ -22,7 +22,7 @@ import time
 
 from tabulate import tabulate
 
-from common import cli, files, make_dataset, plots, scaling
+from common import cli, compare, files, make_dataset, plots, scaling
 from common.errors import UserError
 from common.flags import Parser
 
@@ -142,9 +142,9 @@ def recipe_complete(args, figures, weights_source):
     --max-steps or a signal; a fine-tuning recipe also needs the published weights."""
     if figures.get("status", "ok") != "ok" or args.synthetic or figures.get("acc") is None:
         return False
-    if weights_source == "random" and vars(args).get("weights") is not None:
+    if weights_source == "random" and args.weights is not None:
         return False  # a fine-tuning case started from random weights
-    end = vars(args).get("total_steps")  # a recipe counted in steps
+    end = args.total_steps  # a recipe counted in steps
     return (figures.get("stopped") in ("target_acc", "epochs") or
             bool(end) and figures.get("steps", 0) >= end)
 
@@ -167,7 +167,7 @@ def train_record(run, args, parser, model_name, figures, flops_per_img):
     fix_hp = cli.fix_hp(args, parser)
     if (fig.get("batch_size_search") or {}).get("searched"):
         fix_hp = {"bs": args.batch_size, **fix_hp}  # a searched batch is always shown
-    weights = weights_source(vars(args).get("weights"))  # from scratch: random
+    weights = weights_source(args.weights)  # from scratch: random
     record = _record(run, args, "train", model_name, fig, evals=evals,
                      global_batch_size=args.recipe["global_batch"], recipe=args.recipe,
                      recipe_complete=recipe_complete(args, figures, weights),
@@ -371,7 +371,9 @@ def row_kinds(rec):
     if data in ("synthetic", "generated"):  # generated: common.make_dataset's, not ImageNet
         kinds.append(data)
     random = rec.get("weights_source", rec.get("weights")) == "random"
-    if random and (rec["case"] == "infer" or "weights" in rec.get("args", {})):
+    # a training script with --weights fine-tunes; the others leave it None (or out)
+    fine_tunes = rec.get("args", {}).get("weights") is not None
+    if random and (rec["case"] == "infer" or fine_tunes):
         kinds.append("random")
     if (rec["case"] == "train" and rec.get("status", "ok") == "ok"
             and rec.get("recipe_complete") is False
@@ -695,6 +697,71 @@ def tables(records, lang="en"):
     return "\n\n".join(f"{heading}\n\n{table}" for heading, table in parts)
 
 
+def load_references(path):
+    """The reference records under path; a path without any is the user's mistake."""
+    if not os.path.exists(path):
+        raise UserError(f"--compare {path}: no such file or directory; give the folder of "
+                        f"reference records, e.g. results/reference")
+    refs = [r for r in load_records([path]) if "reference" in r]
+    if not refs:
+        raise UserError(f"--compare {path}: holds no reference records; give the folder of "
+                        f"reference records, e.g. results/reference")
+    return refs
+
+# our records beside the seeds' rows (--compare): which rows match is common/compare.py's
+
+def _comparison_columns(case):
+    """Headers and row cells of a case, as the report's own tables render them."""
+    if case == "train":
+        return ["config", *TRAIN_COLUMNS], train_row
+    return ["config", *INFER_COLUMNS], infer_row
+
+
+def _seed_rows(ours, ref, headers, row, lang):
+    """The reference row, its real precision class beside the seed's label, and the ratios."""
+    cells = row(ref, lang)
+    if ref.get("reported_precision") not in (None, ref["precision"]):
+        cells[headers.index("precision")] = \
+            f"{ref['precision']} (seed: {ref['reported_precision']})"
+    ratios = [compare.ratio(ours, ref, *compare.RATIOS[h]) if h in compare.RATIOS else ""
+              for h in headers]
+    return [["", f"seed {ref['reference']['seed'][:3]}", *cells, ref["reference"]["seed"]],
+            ["", "ours / seed", *ratios, ""]]
+
+
+def _group(ours, references, headers, row, lang):
+    """Our row; then each reference row it matches with the ratios, or why there is none."""
+    refs = [r for r in references if not compare.differences(ours, r)]
+    note = ""
+    if not refs:
+        found = compare.hints(ours, references)
+        note = "no reference" + (f": {'; '.join(found)}" if found else "")
+    rows = [[ours["model"], "ours", *row(ours, lang), note]]
+    for ref in refs:
+        rows += _seed_rows(ours, ref, headers, row, lang)
+    return rows
+
+
+def comparison_table(records, references, case, lang="en"):
+    headers, row = _comparison_columns(case)
+    rows = [cells for rec in records for cells in _group(rec, references, headers, row, lang)]
+    return tabulate(rows, headers=["model", "row", *headers, "note"], tablefmt="github",
+                    disable_numparse=True)
+
+
+def comparison(records, references, lang="en"):
+    """One table per case: each of our records beside the reference rows it matches."""
+    ours = [r for r in records if "reference" not in r]
+    parts = []
+    for case, title in (("train", "Training"), ("infer", "Inference")):
+        mine = [r for r in ours if r["case"] == case]
+        if mine:
+            parts.append(f"{title} beside the seeds' rows (ratios: ours / seed; latency: "
+                         f"seed / ours; above 1 is faster)\n\n"
+                         + comparison_table(mine, references, case, lang))
+    return "\n\n".join(parts)
+
+
 def failed_case_record(case_name, reason, config):
     """The record of a run_all.sh case that ended before writing its own: which case,
     on what, and the last error line it printed."""
@@ -724,18 +791,17 @@ def main(argv=None, args=None):
     if not records:
         print(f"no result records under {' '.join(a.paths)}", file=sys.stderr)
         return 1
-    from common import compare  # it renders its rows with this module's
     try:  # before the tables: a missing package or reference is said at once
         if a.plots:
             plots.pyplot()
             files.check_writable(a.plots, "--plots")
-        references = compare.load_references(a.compare) if a.compare else None
+        references = load_references(a.compare) if a.compare else None
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(tables(records, a.lang))
     if a.compare:
-        print("\n" + compare.comparison(records, references, a.lang))
+        print("\n" + comparison(records, references, a.lang))
     if a.plots:
         print("\nPlots\n\n" + "\n".join(plots.write_all(records, a.plots)))
     return 0

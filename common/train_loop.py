@@ -13,13 +13,15 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import checkpoint, cli, data, dist, history, monitor, optim, profile, progress
+from common import (auto_batch, checkpoint, cli, data, dist, history, monitor, optim, profile,
+                    progress)
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
@@ -108,116 +110,22 @@ def fsdp_dtypes(precision):
     return {"param_dtype": low, "reduce_dtype": torch.float32} if low else {}
 
 
-def _is_oom(e):
-    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    return isinstance(e, oom) or "out of memory" in str(e).lower()
-
-
-def _oom_error(run, args):
-    # this rank's figures only: a collective now could meet other ranks mid-step
-    peak = run.device.peak_memory() or 0
-    return UserError(f"out of device memory at --batch-size {args.batch_size} per device "
-                     f"(peak {peak / 1024 ** 3:.1f} of {run.device.total_memory() / 1024 ** 3:.1f}"
-                     f" GiB reserved on {run.device.label}); use a smaller --batch-size")
-
-
-AUTO_BATCH_START = 1024
-
-
-def _trains(run, args, model, optimizer, loss_fn, normalize, batch_size):
-    """True when a training step at `batch_size` fits in device memory."""
-    dev = run.device
-    loss = None
-    try:
-        x = torch.randint(0, 256, (batch_size, 3, args.image_size, args.image_size),
-                          dtype=torch.uint8, device=dev.torch_device)
-        y = torch.zeros(batch_size, dtype=torch.long, device=dev.torch_device)
-        with dev.autocast(run.precision):
-            loss = loss_fn(model(normalize(x)), y)
-        loss.backward()
-        optimizer.step()  # the optimizer's state takes memory too
-        dev.synchronize()
-        return True
-    except Exception as e:
-        if not _is_oom(e):
-            raise
-        return False
-    finally:
-        x = y = loss = None
-        optimizer.zero_grad(set_to_none=True)
-        dev.empty_cache()
-
-
-def find_batch_size(run, args, model, optimizer, loss_fn, normalize, images=None):
-    """--batch-size auto: the largest per-device batch that trains, halving from 1024
-    (or a rank's share of the data) on out-of-memory; the smallest over ranks. The model,
-    optimizer and random state are put back as they were. A cpu reports no
-    out-of-memory (the system kills the process instead), so there the recipe's batch
-    is kept, and said so."""
-    if run.device.type == "cpu":
-        return None, {"searched": False, "reason": "a cpu does not report out-of-memory"}
-    weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    # the trial steps draw on both random states (dropout, mixup on the device)
-    rng, device_rng = torch.get_rng_state(), run.device.rng_state()
-    batch = AUTO_BATCH_START if images is None else min(AUTO_BATCH_START,
-                                                        images // run.world_size)
-    tried = []
-    while batch >= 1:
-        tried.append(batch)
-        if _trains(run, args, model, optimizer, loss_fn, normalize, batch):
-            break
-        batch //= 2
-    model.load_state_dict(weights)
-    optimizer.state.clear()
-    torch.set_rng_state(rng)
-    run.device.set_rng_state(device_rng)
-    if batch < 1:
-        raise UserError(f"--batch-size auto: not even one image per device fits in the "
-                        f"{run.device.total_memory() / 1024 ** 3:.1f} GiB of "
-                        f"{run.device.label}")
-    (smallest,) = dist.max_all(run, [-batch])
-    return int(-smallest), {"searched": True, "tried": tried}
-
-
-def _auto_batch(run, args, model, optimizer, scheduler, loss_fn, normalize, train_loader,
-                val_loader, sharded):
-    """Settle --batch-size auto: args.batch_size becomes the batch found (or the
-    recipe's), the loaders are rebatched; returns them and what the search did."""
-    if sharded:
-        raise UserError("--batch-size auto: not with --fsdp (a sharded step is a "
-                        "collective); give a number")
-    dataset = getattr(train_loader, "dataset", None)
-    found, search = find_batch_size(run, args, model, optimizer, loss_fn, normalize,
-                                    len(dataset) if dataset is not None else None)
-    args.batch_size = search["batch_size"] = found or args.recipe_batch_size
-    how = f"tried {search['tried']}" if found else f"{search['reason']}: the recipe's batch"
-    dist.print0(run, f"--batch-size auto: {args.batch_size} per device ({how})")
-    if args.recipe:  # the lr (and accumulation) follow the global batch found
-        lr = args.lr
-        cli.settle_recipe(args, run.world_size)
-        scale_lr(optimizer, scheduler, args.lr / lr)
-    return (data.rebatched(train_loader, args.batch_size, run),
-            data.rebatched(val_loader, args.batch_size, run), search)
-
-
-def scale_lr(optimizer, scheduler, factor):
-    """Multiply the learning rate of every group, and every lr its schedule scales from,
-    by `factor`: each schedule the recipes use is linear in its base lr, so this is the
-    schedule as built at the new lr."""
-    for group in optimizer.param_groups:
-        for key in ("lr", "initial_lr"):
-            if key in group:
-                group[key] *= factor
-    for sched in [scheduler, *getattr(scheduler, "_schedulers", [])]:  # SequentialLR's parts
-        if hasattr(sched, "base_lrs"):
-            sched.base_lrs = [lr * factor for lr in sched.base_lrs]
+@dataclass
+class State:
+    """Where the run is: what a checkpoint saves and a resume starts from. A resume
+    starts in `epoch` after its first `batch` batches (batch 0 once an epoch is done)."""
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    evals: list = field(default_factory=list)
+    resumed: dict | None = None  # the record's `resumed` block
 
 
 def _resume(state, clocks, run):
-    """(step, evals, epoch, batch, the record's `resumed` block) where the checkpoint
-    `state` stopped, its clocks carried on; a fresh start when `state` is None."""
+    """The State where the checkpoint `state` stopped, its clocks carried on; a fresh
+    start when `state` is None."""
     if state is None:
-        return 0, [], 0, 0, None
+        return State()
     clocks.restore(state["clocks"])
     before = state.get("resumed") or {"restarts": 0, "restart_s": 0.0}
     resumed = {"checkpoint": state["path"], "from_step": state["step"],
@@ -227,7 +135,7 @@ def _resume(state, clocks, run):
                "e2e_before_s": state["e2e_s"]}
     dist.print0(run, f"resuming from {state['path']} at step {state['step']} "
                      f"(epoch {state['epoch'] + 1})")
-    return state["step"], state["evals"], state["epoch"], state["batch"], resumed
+    return State(state["step"], state["epoch"], state["batch"], state["evals"], resumed)
 
 
 def _progress_line(run, total_steps, step, rows, t0):
@@ -280,6 +188,260 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+@dataclass(frozen=True)
+class Stop:
+    """Why training ended: 'epochs', 'max_steps', 'target_acc', 'nan' (the loss was
+    not finite first at `step`) or 'interrupted' (by `signal`)."""
+    reason: str
+    step: int = 0
+    signal: int = 0
+
+
+def _wrap(model, run, sharded):
+    """The module the steps call: DDP over the ranks, unless the recipe sharded the model."""
+    if not run.distributed or sharded:
+        return model
+    dev = run.device
+    # gradients live in the buckets DDP all-reduces: no copy in and out of them
+    return DDP(model, device_ids=None if dev.type == "cpu" else [dev.index],
+               gradient_as_bucket_view=True)
+
+
+class Training:
+    """One training run, set up once (wrapping, clocks, checkpointer, resume, monitor)
+    and then called by every step and epoch. `state` is where the run is: save()
+    writes it, check() reads the steps it names. `after_step` maps a step to what runs
+    once it is done (the profiler's window, the compile time), so the steps between
+    carry no such branch."""
+
+    def __init__(self, run, args, model, optimizer, *, train_loader, normalize, loss_fn,
+                 scheduler, scheduler_per, batch_transform, grad_accum, clip_grad, sharded):
+        self.run, self.args, self.model, self.optimizer = run, args, model, optimizer
+        self.normalize, self.loss_fn, self.batch_transform = normalize, loss_fn, batch_transform
+        self.scheduler, self.scheduler_per = scheduler, scheduler_per
+        self.grad_accum, self.clip_grad, self.sharded = grad_accum, clip_grad, sharded
+        dev = run.device
+        dev.reset_peak_memory()
+        self.clocks = TrainClocks(dev, args.warmup_steps)
+        self.scaler = dev.grad_scaler(run.precision)
+        self.ckpt = checkpoint.Checkpointer(run, args, model=model, optimizer=optimizer,
+                                            scheduler=scheduler, scaler=self.scaler,
+                                            sharded=sharded)
+        self.state = _resume(self.ckpt.load(), self.clocks, run)
+        self.monitor = monitor.start(run, args)
+        self.net = _wrap(model, run, sharded)
+        self.after_step, self.compile_s, self.profiler, self.profiled = {}, None, None, None
+        if args.compile:
+            self._compile()
+        if args.profile:
+            self._profile_warmup()
+        self.steps_per_epoch = len(train_loader) // grad_accum
+        self.total_steps = args.epochs * self.steps_per_epoch
+        if args.max_steps:
+            self.total_steps = min(self.total_steps, args.max_steps)
+        self.stopper = StopRequest()
+        # the step at which the loss first was not finite, kept on the device: no sync per step
+        self.first_bad = torch.zeros((), dtype=torch.long, device=dev.torch_device)
+        self.started, self.step_rows = time.perf_counter(), []  # the history's clock and rows
+        self.step_line = _progress_line(run, self.total_steps, self.state.step,
+                                        self.step_rows, self.started)
+
+    def _at(self, step, action):
+        self.after_step.setdefault(step, []).append(action)
+
+    def _compile(self):
+        """torch.compile the training step; compile_s runs to the end of the first step."""
+        run = self.run
+        self.net = torch.compile(self.net)  # evaluation stays eager, on `model`
+        dist.print0(run, "torch.compile: the training step compiles in the first warm-up "
+                         "step ...")
+        run.device.synchronize()
+        start = time.perf_counter()
+
+        def compiled():  # the first step: compilation and all
+            run.device.synchronize()
+            self.compile_s = time.perf_counter() - start
+            dist.print0(run, f"torch.compile: compiled in {self.compile_s:.1f} s")
+        self._at(self.state.step + 1, compiled)
+
+    def _profile_warmup(self):
+        """--profile: the profiler runs from the end of step 1 to the end of the step
+        before the last warm-up step (cli.check_profile leaves room for both); a run
+        resumed past step 1 is not profiled."""
+        run, args = self.run, self.args
+
+        def begin():
+            self.profiler = profile.start(run)
+
+        def end():
+            self.profiled = profile.finish(self.profiler, run, args.out)
+            self.profiler = None
+        self._at(1, begin)
+        self._at(args.warmup_steps - 1, end)
+
+    def train_batch(self, batch, last):
+        """One micro-batch: forward, backward, the optimizer step on the last micro-batch
+        of a step, clocks. Returns the loss (on the device) and the images it saw."""
+        images, labels = data.to_device(batch, self.run)
+        self.clocks.begin_step()
+        n_images = images.shape[0]
+        images = self.normalize(images)
+        if self.batch_transform is not None:
+            images, labels = self.batch_transform(images, labels)
+        loss = self._forward_backward(images, labels, last)
+        if last:
+            self._optimizer_step()
+        self.clocks.end_step(n_images, last=last)
+        return loss, n_images
+
+    def _forward_backward(self, images, labels, last):
+        run, dev, net = self.run, self.run.device, self.net
+        # gradients are all-reduced once per optimizer step, not per micro-batch
+        sync = contextlib.nullcontext() if last or not run.distributed else _local_grads(net)
+        with sync:
+            with dev.autocast(run.precision):
+                loss = self.loss_fn(net(images), labels) / self.grad_accum
+            self.scaler.scale(loss).backward()
+        self.first_bad = torch.where((self.first_bad == 0) & ~torch.isfinite(loss.detach()),
+                                     self.state.step + 1, self.first_bad)
+        return loss
+
+    def _optimizer_step(self):
+        scaler, optimizer = self.scaler, self.optimizer
+        if self.clip_grad:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None and self.scheduler_per == "step":
+            self.scheduler.step()
+
+    def save(self, path=None):
+        """Write the checkpoint of `state` (to `path`, or the run's own); its path."""
+        s, run = self.state, self.run
+        with self.clocks.paused("checkpoint"):
+            e2e = clocks_mod.e2e_time(s.resumed)
+            t0 = time.perf_counter()
+            path = self.ckpt.save(step=s.step, epoch=s.epoch, batch=s.batch, evals=s.evals,
+                                  clocks_state=self.clocks.state(run), path=path,
+                                  extra={"e2e_s": e2e, "resumed": s.resumed})
+            dist.print0(run, f"checkpoint: {path} at step {s.step} "
+                             f"({time.perf_counter() - t0:.1f} s)")
+            return path
+
+    def check(self, now):
+        """Stop('nan'), Stop('interrupted') or None. The loss is read only when `now` (a
+        sync); with several ranks they all ask then, and agree."""
+        run = self.run
+        if run.distributed and not now:
+            return None
+        bad = self.first_bad.item() if now else 0
+        sig = self.stopper.signal
+        if run.distributed:
+            bad, sig = dist.max_all(run, [bad, sig])
+        if bad:
+            return Stop("nan", step=int(bad))
+        return Stop("interrupted", signal=int(sig)) if sig else None
+
+    def evaluate(self, val_loader, epoch):
+        """Evaluate with the clocks paused; the result joins state.evals."""
+        s = self.state
+        with self.clocks.paused("eval"):
+            result = evaluate(self.model, val_loader, self.run, self.normalize,
+                              lockstep=self.sharded)
+        s.evals.append({"epoch": epoch + 1, "step": s.step, **result})
+        dist.print0(self.run, f"eval epoch {epoch + 1} step {s.step}: top1 {result['top1']:.2f} "
+                              f"top5 {result['top5']:.2f} loss {result['loss']:.4f} "
+                              f"over {result['images']} images")
+        return result
+
+
+def one_epoch(t, loader, epoch, skip):
+    """Train `epoch` from its batch `skip` to its end or the run's last step; a Stop when
+    the loss went non-finite or a signal came, else None."""
+    sampler = getattr(loader, "sampler", None)
+    if sampler is not None and hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    if skip and hasattr(sampler, "skip"):
+        sampler.skip = skip * loader.batch_size
+    t.model.train()
+    s, args, accum = t.state, t.args, t.grad_accum
+    batches = itertools.islice(loader, t.steps_per_epoch * accum - skip)
+    for i, batch in enumerate(batches, start=skip):
+        last = (i + 1) % accum == 0
+        loss, n_images = t.train_batch(batch, last)
+        if not last:
+            continue
+        s.step, s.epoch, s.batch = s.step + 1, epoch, i + 1
+        if s.step in t.after_step:  # a few steps only: the profiler's window, compile_s
+            for action in t.after_step.pop(s.step):
+                action()
+        printing = s.step % args.print_freq == 0 or s.step == t.total_steps
+        stop = t.check(printing)
+        if stop:
+            return stop
+        if printing:
+            t.step_line(epoch, s.step, loss, accum, t.optimizer.param_groups[0]["lr"],
+                        n_images * accum)
+        if s.step >= t.total_steps:
+            return None
+        if t.ckpt.due(s.step, None):
+            t.save()
+    return None
+
+
+def end_of_epoch(t, val_loader, epoch):
+    """The epoch's schedule step, evaluation when due, and the checks between epochs;
+    a Stop when the run ends here, else None."""
+    s, args = t.state, t.args
+    if t.scheduler is not None and t.scheduler_per == "epoch":
+        t.scheduler.step()
+    s.epoch, s.batch = epoch + 1, 0
+    finished = s.step >= t.total_steps
+    if val_loader is not None and args.eval_every and (
+            (epoch + 1) % args.eval_every == 0 or finished):
+        result = t.evaluate(val_loader, epoch)
+        if args.target_acc and result["top1"] >= args.target_acc:
+            return Stop("target_acc")
+    if finished:
+        return Stop("max_steps" if args.max_steps and s.step >= args.max_steps else "epochs")
+    stop = t.check(True)
+    if stop:
+        return stop
+    if t.ckpt.due(s.step, epoch + 1):
+        t.save()
+    return None
+
+
+def _epochs(t, train_loader, val_loader):
+    """Epochs from where the state stands until the run stops: (Stop, the last epoch)."""
+    first, skip = t.state.epoch, t.state.batch
+    epoch = first
+    for epoch in range(first, t.args.epochs):
+        stop = (one_epoch(t, train_loader, epoch, skip if epoch == first else 0)
+                or end_of_epoch(t, val_loader, epoch))
+        if stop:
+            return stop, epoch
+    return Stop("epochs"), epoch
+
+
+def _user_error(e, run, args):
+    """The one-line UserError for a failed step the user can fix, else None."""
+    if run.device.is_out_of_memory(e):
+        # this rank's figures only: a collective now could meet other ranks mid-step
+        peak = run.device.peak_memory() or 0
+        return UserError(f"out of device memory at --batch-size {args.batch_size} per device "
+                         f"(peak {peak / 1024 ** 3:.1f} of "
+                         f"{run.device.total_memory() / 1024 ** 3:.1f} GiB reserved on "
+                         f"{run.device.label}); use a smaller --batch-size")
+    if "more than 1 value per channel" in str(e):  # batch norm over a single value
+        return UserError(f"--batch-size {args.batch_size} at --image-size {args.image_size}: "
+                         f"batch norm needs more than one value per channel to train; give "
+                         f"a larger --batch-size or --image-size")
+    return None
+
+
 def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, loss_fn,
           scheduler=None, scheduler_per="epoch", batch_transform=None, grad_accum=None,
           clip_grad=None, sharded=False):
@@ -290,207 +452,81 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     it is not wrapped in DDP and is evaluated in lockstep.
     grad_accum defaults to args.grad_accum, as cli.settle_recipe set it.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc,
-    print_freq, checkpoint_every, resume, keep_checkpoint}. Returns the figures of
-    docs/METRICS.md's training clocks plus accuracy, and the run's status."""
-    dev = run.device
-    compiling = getattr(args, "compile", False)  # its flag rules ran at start-up (cli)
+    print_freq, checkpoint_every, resume, keep_checkpoint, compile, profile}. Returns
+    the figures of docs/METRICS.md's training clocks plus accuracy, and the run's status."""
     batch_search = None
     if args.batch_size == "auto":
-        train_loader, val_loader, batch_search = _auto_batch(
+        train_loader, val_loader, batch_search = auto_batch.settle(
             run, args, model, optimizer, scheduler, loss_fn, normalize, train_loader,
             val_loader, sharded)
-    grad_accum = grad_accum or args.grad_accum
-    dev.reset_peak_memory()
-    clocks = TrainClocks(dev, args.warmup_steps)
-    scaler = dev.grad_scaler(run.precision)
-    ckpt = checkpoint.Checkpointer(run, args, model=model, optimizer=optimizer,
-                                   scheduler=scheduler, scaler=scaler, sharded=sharded)
-    step, evals, start_epoch, start_batch, resumed = _resume(ckpt.load(), clocks, run)
-    mon = monitor.start(run, args)
-    net = model
-    if run.distributed and not sharded:
-        # gradients live in the buckets DDP all-reduces: no copy in and out of them
-        net = DDP(model, device_ids=None if dev.type == "cpu" else [dev.index],
-                  gradient_as_bucket_view=True)
-    profiling, profiler, profiled = getattr(args, "profile", False), None, None
-    compile_s = None
-    if compiling:
-        net = torch.compile(net)  # evaluation stays eager, on `model`
-        dist.print0(run, "torch.compile: the training step compiles in the first warm-up "
-                         "step ...")
-        dev.synchronize()
-        compile_start = time.perf_counter()
-    steps_per_epoch = len(train_loader) // grad_accum
-    if batch_search is not None:  # rebatched: the epoch has another length now
-        cli.check_steps(args, len(train_loader), f"the data at --batch-size {args.batch_size}")
-    total_steps = args.epochs * steps_per_epoch
-    if args.max_steps:
-        total_steps = min(total_steps, args.max_steps)
-    stop, error = None, None
-    stopper = StopRequest()
-    # the step at which the loss first was not finite, kept on the device: no sync per step
-    first_bad = torch.zeros((), dtype=torch.long, device=dev.torch_device)
-    started, step_rows = time.perf_counter(), []  # the history's clock and rows
-    step_line = _progress_line(run, total_steps, step, step_rows, started)
-
-    def save(epoch, batch, path=None):
-        with clocks.paused("checkpoint"):
-            e2e = clocks_mod.e2e_time(resumed)
-            t0 = time.perf_counter()
-            path = ckpt.save(step=step, epoch=epoch, batch=batch, evals=evals,
-                             clocks_state=clocks.state(run), path=path,
-                             extra={"e2e_s": e2e, "resumed": resumed})
-            dist.print0(run, f"checkpoint: {path} at step {step} "
-                             f"({time.perf_counter() - t0:.1f} s)")
-            return path
-
-    def check(now):
-        """('nan', step), ('interrupted', signal) or None. The loss is read only when
-        `now` (a sync); with several ranks they all ask then, and agree."""
-        if run.distributed and not now:
-            return None
-        bad = first_bad.item() if now else 0
-        sig = stopper.signal
-        if run.distributed:
-            bad, sig = dist.max_all(run, [bad, sig])
-        if bad:
-            return "nan", int(bad)
-        return ("interrupted", int(sig)) if sig else None
-
+    t = Training(run, args, model, optimizer, train_loader=train_loader, normalize=normalize,
+                 loss_fn=loss_fn, scheduler=scheduler, scheduler_per=scheduler_per,
+                 batch_transform=batch_transform, grad_accum=grad_accum or args.grad_accum,
+                 clip_grad=clip_grad, sharded=sharded)
     progress.header(run, args, "training", _data_words(args, train_loader, val_loader),
-                    f"{total_steps} steps ({steps_per_epoch} per epoch), the first "
+                    f"{t.total_steps} steps ({t.steps_per_epoch} per epoch), the first "
                     f"{args.warmup_steps} untimed (warm-up)",
-                    cli.describe_recipe(args.recipe) if args.recipe else None)
-    epoch, position = start_epoch, (start_epoch, start_batch)  # where a checkpoint resumes
+                    cli.describe_recipe(args.recipe) if args.recipe else None,
+                    grad_accum=t.grad_accum)
     try:
-        for epoch in range(start_epoch, args.epochs):
-            sampler = getattr(train_loader, "sampler", None)
-            if sampler is not None and hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            skip = start_batch if epoch == start_epoch else 0
-            if skip and hasattr(sampler, "skip"):
-                sampler.skip = skip * train_loader.batch_size
-            model.train()
-            batches = itertools.islice(train_loader, steps_per_epoch * grad_accum - skip)
-            for i, batch in enumerate(batches, start=skip):
-                images, labels = data.to_device(batch, run)
-                clocks.begin_step()
-                last = (i + 1) % grad_accum == 0
-                n_images = images.shape[0]
-                images = normalize(images)
-                if batch_transform is not None:
-                    images, labels = batch_transform(images, labels)
-                # gradients are all-reduced once per optimizer step, not per micro-batch
-                sync = contextlib.nullcontext() if last or not run.distributed else _local_grads(net)
-                with sync:
-                    with dev.autocast(run.precision):
-                        loss = loss_fn(net(images), labels) / grad_accum
-                    scaler.scale(loss).backward()
-                first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()),
-                                        step + 1, first_bad)
-                if last:
-                    if clip_grad:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    if scheduler is not None and scheduler_per == "step":
-                        scheduler.step()
-                clocks.end_step(n_images, last=last)
-                if not last:
-                    continue
-                step += 1
-                position = (epoch, i + 1)
-                if profiling and step == 1:
-                    profiler = profile.start(args, run)
-                elif profiler is not None and step == args.warmup_steps - 1:
-                    profiled, profiler = profile.finish(profiler, run, args.out), None
-                if compiling and compile_s is None:  # the first step: compilation and all
-                    dev.synchronize()
-                    compile_s = time.perf_counter() - compile_start
-                    dist.print0(run, f"torch.compile: compiled in {compile_s:.1f} s")
-                printing = step % args.print_freq == 0 or step == total_steps
-                stop = check(printing)
-                if stop:
-                    break
-                if printing:
-                    step_line(epoch, step, loss, grad_accum,
-                             optimizer.param_groups[0]["lr"], n_images * grad_accum)
-                if step >= total_steps:
-                    break
-                if ckpt.due(step, None):
-                    save(*position)
-            if stop:
-                break
-            if scheduler is not None and scheduler_per == "epoch":
-                scheduler.step()
-            position = (epoch + 1, 0)
-            finished = step >= total_steps
-            if val_loader is not None and args.eval_every and (
-                    (epoch + 1) % args.eval_every == 0 or finished):
-                with clocks.paused("eval"):
-                    result = evaluate(model, val_loader, run, normalize, lockstep=sharded)
-                evals.append({"epoch": epoch + 1, "step": step, **result})
-                dist.print0(run, f"eval epoch {epoch + 1} step {step}: top1 {result['top1']:.2f} "
-                                 f"top5 {result['top5']:.2f} loss {result['loss']:.4f} "
-                                 f"over {result['images']} images")
-                if args.target_acc and result["top1"] >= args.target_acc:
-                    stop = "target_acc"
-                    break
-            if finished:
-                stop = "max_steps" if args.max_steps and step >= args.max_steps else "epochs"
-                break
-            stop = check(True)
-            if stop:
-                break
-            if ckpt.due(step, epoch + 1):
-                save(*position)
+        stop, epoch = _epochs(t, train_loader, val_loader)
     except Exception as e:
-        if _is_oom(e):
-            raise _oom_error(run, args) from None
-        if "more than 1 value per channel" in str(e):  # batch norm over a single value
-            raise UserError(f"--batch-size {args.batch_size} at --image-size {args.image_size}: "
-                            f"batch norm needs more than one value per channel to train; give "
-                            f"a larger --batch-size or --image-size") from None
-        raise
+        error = _user_error(e, run, args)
+        if error is None:
+            raise
+        raise error from None
     finally:
-        stopper.close()
-    status = "ok"
-    if isinstance(stop, tuple) and stop[0] == "nan":
-        status = "failed"
-        error = (f"loss is not finite at step {stop[1]}; lower --lr or use another "
+        t.stopper.close()
+    status, error = _outcome(t, stop)
+    figures = _figures(t, train_loader)
+    figures.update(epochs_run=epoch + 1, stopped=stop.reason, status=status, error=error,
+                   batch_size_search=batch_search)
+    if status == "ok":
+        if args.keep_checkpoint:
+            t.state.epoch, t.state.batch = epoch + 1, 0
+            t.save(path=t.ckpt.path[:-3] + "-final.pt")
+        # removed only once the record is on disk (report.conclude): never neither
+        figures["served_checkpoint"] = t.ckpt.remove
+    return figures
+
+
+def _outcome(t, stop):
+    """(status, error) of a run that ended for `stop`; a run stopped by a signal writes
+    its checkpoint first, so that the same command resumes it."""
+    if stop.reason == "nan":
+        error = (f"loss is not finite at step {stop.step}; lower --lr or use another "
                  f"--precision")
-        dist.print0(run, f"error: {error}", file=sys.stderr)
-    elif isinstance(stop, tuple):
-        status = "incomplete"
-        path = save(*position)
-        name = signal.Signals(stop[1]).name
-        error = f"stopped by {name} at step {step}; the same command resumes from {path}"
-        dist.print0(run, f"{error}", file=sys.stderr)
-    if isinstance(stop, tuple):
-        stop = stop[0]
+        dist.print0(t.run, f"error: {error}", file=sys.stderr)
+        return "failed", error
+    if stop.reason == "interrupted":
+        path = t.save()
+        name = signal.Signals(stop.signal).name
+        error = f"stopped by {name} at step {t.state.step}; the same command resumes from {path}"
+        dist.print0(t.run, f"{error}", file=sys.stderr)
+        return "incomplete", error
+    return "ok", None
+
+
+def _figures(t, train_loader):
+    """The clocks' figures, the monitor's, the history, memory and accuracy."""
+    run, clocks, s = t.run, t.clocks, t.state
     figures = clocks.figures(run)
     if figures.get("why_empty"):
         dist.print0(run, f"warning: p_whole, p_train and p_core are empty: "
                          f"{figures['why_empty']}", file=sys.stderr)
-    monitor.stop(mon)
-    figures["monitor"] = monitor.summary(run, mon, clocks.window, figures["images"], args)
-    figures["history"] = {"steps": history.series(history.STEP_COLUMNS, step_rows),
-                          "monitor": history.monitor_series(mon, started),
-                          "timed_s": history.window_s(clocks.window, started)}
+    monitor.stop(t.monitor)
+    figures["monitor"] = monitor.summary(run, t.monitor, clocks.window, figures["images"],
+                                         t.args)
+    figures["history"] = {"steps": history.series(history.STEP_COLUMNS, t.step_rows),
+                          "monitor": history.monitor_series(t.monitor, t.started),
+                          "timed_s": history.window_s(clocks.window, t.started)}
     figures.update(dist.memory_figures(run))
     bad = getattr(getattr(train_loader, "dataset", None), "bad", None)
     (skipped,) = dist.sum_all(run, [bad.value if bad is not None else 0])
-    figures.update(steps=step, epochs_run=epoch + 1, stopped=stop or "epochs", evals=evals,
-                   acc=evals[-1]["top1"] if evals else None,
-                   acc5=evals[-1]["top5"] if evals else None,
-                   bad_images_skipped=int(skipped), resumed=resumed, status=status, error=error,
-                   batch_size_search=batch_search, compile_s=compile_s, profile=profiled,
-                   optimizer=optim.describe(optimizer))
-    if status == "ok":
-        if args.keep_checkpoint:
-            save(epoch + 1, 0, path=ckpt.path[:-3] + "-final.pt")
-        # removed only once the record is on disk (report.conclude): never neither
-        figures["served_checkpoint"] = ckpt.remove
+    figures.update(steps=s.step, evals=s.evals,
+                   acc=s.evals[-1]["top1"] if s.evals else None,
+                   acc5=s.evals[-1]["top5"] if s.evals else None,
+                   bad_images_skipped=int(skipped), resumed=s.resumed,
+                   compile_s=t.compile_s, profile=t.profiled,
+                   optimizer=optim.describe(t.optimizer))
     return figures

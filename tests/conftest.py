@@ -43,3 +43,16 @@ def load_script(script):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def loop_args(out, **flags):
+    """The flags train_loop.train reads, from a real training parser (so a flag the loop
+    reads that no parser defines fails here, as in a run), then `flags` set on top."""
+    from common import cli
+    parser = cli.train_parser("test", batch_size=4, global_batch=4, lr=0.01, epochs=1,
+                              target_acc=0, warmup_steps=1)
+    args = parser.parse_args(["--synthetic", "--out", str(out), "--resume", "never",
+                              "--checkpoint-every", "0", "--eval-every", "0",
+                              "--monitor-interval", "0"])
+    vars(args).update(flags)
+    return args

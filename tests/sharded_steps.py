@@ -4,7 +4,6 @@ checkpointing), and write how far apart the two end (rank 0):
     torchrun --nproc_per_node 2 sharded_steps.py OUT.json
 Used by test_bit_train.py to show that sharding changes memory, not training, and that
 under bf16 the shards are gathered in bf16."""
-import argparse
 import dataclasses
 import json
 import os
@@ -13,20 +12,18 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
+from conftest import loop_args
 
 from bit import train as bit_train
 from bit.model import bit
+from bit.weights import BIT_MEAN, BIT_STD
 from common import data, dist, train_loop
 from common.precision import PRECISIONS
 
 out = sys.argv[1]
 run = dist.setup("cpu")
-args = argparse.Namespace(epochs=1, max_steps=0, warmup_steps=1, eval_every=0, target_acc=0,
-                          precision="fp32", print_freq=100, batch_size=4, synthetic=True,
-                          out=os.path.dirname(out), checkpoint_every=(0, None),
-                          resume="never", keep_checkpoint=False, recipe=None,
-                          grad_accum=1)
-normalize = data.normalizer(bit_train.BIT_MEAN, bit_train.BIT_STD, "cpu")
+args = loop_args(os.path.dirname(out), print_freq=100)
+normalize = data.normalizer(BIT_MEAN, BIT_STD, "cpu")
 # different batches on each rank, so the gradients only agree once reduced
 g = torch.Generator().manual_seed(run.rank)
 batches = [(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g),

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from common import compare, report
+from common import report
 from common.precision import PRECISIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,8 +163,8 @@ def test_another_precision_batch_or_data_source_has_no_reference(tmp_path, capsy
 
 
 def test_records_of_a_reference_folder_are_not_compared_with_themselves():
-    refs = compare.load_references(REFERENCE)
-    assert compare.comparison(refs, refs) == ""
+    refs = report.load_references(REFERENCE)
+    assert report.comparison(refs, refs) == ""
 
 
 def test_a_compare_path_without_references_is_one_line(tmp_path, capsys):

@@ -10,6 +10,7 @@ import types
 
 import pytest
 import torch
+from conftest import loop_args
 
 from common import device, monitor, train_loop, vendor_tools
 from common.clocks import TrainClocks
@@ -207,11 +208,7 @@ def test_train_loop_puts_the_summary_in_its_figures():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
     batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (4,)))
                for _ in range(6)]
-    args = argparse.Namespace(epochs=1, max_steps=0, warmup_steps=1, eval_every=0,
-                              target_acc=0, precision="fp32", print_freq=100,
-                              monitor_interval=0.02, batch_size=4, synthetic=True, out="runs",
-                              checkpoint_every=(0, None), resume="never",
-                              keep_checkpoint=False, grad_accum=1, recipe=None)
+    args = loop_args("runs", print_freq=100, monitor_interval=0.02)
     figures = train_loop.train(
         cpu_run(), args, model, torch.optim.SGD(model.parameters(), lr=0.01),
         train_loader=batches, val_loader=None, normalize=lambda x: x.float() / 255,

@@ -159,6 +159,16 @@ def test_the_fingerprint_does_not_change_with_the_spelling_of_a_path(tmp_path, m
     assert len(same) == 1 and fp("other") not in same
 
 
+def test_a_flag_the_script_does_not_have_leaves_its_checkpoints_name_alone():
+    """cli sets model, weights and total_steps to None where a script has no such flag:
+    the fingerprint is the one of the flags the script has, as before those defaults."""
+    from resnet50 import train as resnet50_train
+    args = resnet50_train.get_args_parser().parse_args(["--synthetic"])
+    assert (args.model, args.weights, args.total_steps) == (None, None, None)
+    own = {k: v for k, v in vars(args).items() if k not in checkpoint.SOME_SCRIPTS}
+    assert checkpoint.fingerprint(args) == checkpoint.fingerprint(argparse.Namespace(**own))
+
+
 def test_a_second_run_of_a_live_one_stops_and_a_killed_one_leaves_no_lock(tmp_path):
     """Two ranks each: the second run's ranks agree that the first holds the lock, and
     stop before touching its checkpoint; once the first is killed, the same command

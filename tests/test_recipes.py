@@ -8,7 +8,7 @@ from bit import train as bit_train
 from bit.model import bit
 from common import cli
 from common.flops import flops_per_image
-from common.train_loop import scale_lr
+from common.auto_batch import scale_lr
 from mobilenetv2 import train as mobilenetv2_train
 from resnet50 import train as resnet50_train
 from vit import train as vit_train

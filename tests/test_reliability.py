@@ -1,6 +1,5 @@
 """Nothing lost, nothing cryptic: a non-finite loss, running out of memory, bad images,
 a rank that dies, and a failing case in a batch run."""
-import argparse
 import os
 import signal
 import subprocess
@@ -9,10 +8,10 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, _free_port, run_script
+from conftest import ROOT, _free_port, loop_args, run_script
 from test_resnet50 import only_record
 
-from common import device, make_dataset, train_loop
+from common import auto_batch, device, make_dataset, profile, train_loop
 from common.dist import Run
 from common.errors import UserError
 
@@ -24,23 +23,31 @@ def cpu_run():
     return Run(rank=0, local_rank=0, world_size=1, local_world_size=1, device=device.select("cpu"))
 
 
-def loop_args(tmp_path, **kw):
-    return argparse.Namespace(**{
-        "epochs": 1, "max_steps": 0, "warmup_steps": 1, "eval_every": 0, "target_acc": 0,
-        "precision": "fp32", "print_freq": 4, "monitor_interval": 0, "checkpoint_every": (0, None),
-        "resume": "never", "keep_checkpoint": False, "out": str(tmp_path), "synthetic": True,
-        "batch_size": 4, "grad_accum": 1, "recipe": None, **kw})
-
-
-def tiny_training(tmp_path, loss_fn, model=None, steps=10):
+def tiny_training(tmp_path, loss_fn, model=None, steps=10, **flags):
     torch.manual_seed(0)
     model = model or torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
     batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (4,)))
                for _ in range(steps)]
     return train_loop.train(
-        cpu_run(), loop_args(tmp_path), model, torch.optim.SGD(model.parameters(), lr=0.01),
-        train_loader=batches, val_loader=None, normalize=lambda x: x.float() / 255,
-        loss_fn=loss_fn)
+        cpu_run(), loop_args(tmp_path, print_freq=4, **flags), model,
+        torch.optim.SGD(model.parameters(), lr=0.01), train_loader=batches, val_loader=None,
+        normalize=lambda x: x.float() / 255, loss_fn=loss_fn)
+
+
+def test_the_profiler_covers_the_warm_up_steps_after_the_first(tmp_path, monkeypatch):
+    """With 4 warm-up steps it starts once step 1 is done and stops once step 3 is: steps
+    2 and 3 run under it, never step 1 (one-off costs) nor a timed one."""
+    steps, calls = [], []
+
+    def loss_fn(logits, labels):
+        steps.append(1)
+        return torch.nn.functional.cross_entropy(logits, labels)
+    monkeypatch.setattr(profile, "start", lambda run: calls.append(("start", len(steps))) or "p")
+    monkeypatch.setattr(profile, "finish", lambda prof, run, out: calls.append(
+        ("finish", len(steps), prof)) or {"top": []})
+    f = tiny_training(tmp_path, loss_fn, profile=True, warmup_steps=4)
+    assert calls == [("start", 1), ("finish", 3, "p")]
+    assert f["profile"] == {"top": []} and f["stopped"] == "epochs" and f["steps"] == 10
 
 
 def test_a_non_finite_loss_stops_the_run_and_names_its_step(tmp_path):
@@ -196,14 +203,14 @@ def test_auto_batch_size_halves_on_oom_and_puts_everything_back(monkeypatch):
         torch.rand(3)
         torch.rand(3, generator=device_rng)  # dropout or mixup on the device
         return batch_size <= 200  # fits up to 200 images
-    monkeypatch.setattr(train_loop, "_trains", fake_step)
+    monkeypatch.setattr(auto_batch, "_trains", fake_step)
     device_rng = torch.Generator().manual_seed(7)
     device_rng_before = device_rng.get_state()
     accelerator = types.SimpleNamespace(type="cuda", label="X", total_memory=lambda: 2 ** 30,
                                         rng_state=device_rng.get_state,
                                         set_rng_state=device_rng.set_state)
     run = Run(rank=0, local_rank=0, world_size=1, local_world_size=1, device=accelerator)
-    found, search = train_loop.find_batch_size(run, None, model, optimizer, None, None,
+    found, search = auto_batch.find_batch_size(run, None, model, optimizer, None, None,
                                                images=700)
     assert found == 175  # 700 -> 350 -> 175: the first that fits
     assert tried == [700, 350, 175] and search == {"searched": True, "tried": [700, 350, 175]}
