@@ -44,8 +44,9 @@ def find_batch_size(run, args, model, optimizer, loss_fn, normalize, images=None
     of the data) on out-of-memory; the smallest over ranks. The model, optimizer and
     random state are put back as they were. A cpu reports no out-of-memory (the system
     kills the process instead), so there the recipe's batch is kept, and said so."""
-    if run.device.type == "cpu":
-        return None, {"searched": False, "reason": "a cpu does not report out-of-memory"}
+    if not run.device.reports_out_of_memory:
+        return None, {"searched": False,
+                      "reason": f"a {run.device.type} does not report out-of-memory"}
     weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     # the trial steps draw on both random states (dropout, mixup on the device)
     rng, device_rng = torch.get_rng_state(), run.device.rng_state()

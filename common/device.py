@@ -315,6 +315,15 @@ class Device:
             return recommended() if recommended else machine
         return self.api.get_device_properties(self.index).total_memory
 
+    @property
+    def reports_out_of_memory(self):
+        """False on a cpu: the system kills the process instead of raising an error."""
+        return self.type != "cpu"
+
+    def ddp_device_ids(self):
+        """DDP's device_ids: the one device of this process, None on a cpu."""
+        return None if self.type == "cpu" else [self.index]
+
     @staticmethod
     def is_out_of_memory(error):
         """True for the allocator's out-of-memory error; plug-ins that raise a plain

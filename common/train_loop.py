@@ -201,10 +201,8 @@ def _wrap(model, run, sharded):
     """The module the steps call: DDP over the ranks, unless the recipe sharded the model."""
     if not run.distributed or sharded:
         return model
-    dev = run.device
     # gradients live in the buckets DDP all-reduces: no copy in and out of them
-    return DDP(model, device_ids=None if dev.type == "cpu" else [dev.index],
-               gradient_as_bucket_view=True)
+    return DDP(model, device_ids=run.device.ddp_device_ids(), gradient_as_bucket_view=True)
 
 
 class Training:
