@@ -207,6 +207,7 @@ def test_auto_batch_size_halves_on_oom_and_puts_everything_back(monkeypatch):
     device_rng = torch.Generator().manual_seed(7)
     device_rng_before = device_rng.get_state()
     accelerator = types.SimpleNamespace(type="cuda", label="X", total_memory=lambda: 2 ** 30,
+                                        reports_out_of_memory=True,
                                         rng_state=device_rng.get_state,
                                         set_rng_state=device_rng.set_state)
     run = Run(rank=0, local_rank=0, world_size=1, local_world_size=1, device=accelerator)
