@@ -124,8 +124,11 @@ for CASE in ${CASES:-$ALL_CASES}; do
     FAILED+=("$CASE")
     # a case that ended before writing its record still gets a row, with its reason
     if [ "$NODE_RANK" = 0 ] && [ "$(compgen -G "$OUT/*.json" | wc -l)" = "$before" ]; then
-      # from "error:" on: torchrun's summary repeats the line after "traceback : "
-      reason=$(grep -ho "error: .*" "$OUT/logs/$CASE.stderr" | tail -n 1)
+      # the suite's own one-line error (torchrun's summary repeats it after
+      # "traceback : "), else the last line naming an error, whole
+      reason=$(grep -hoE "(^|traceback : )error: .*" "$OUT/logs/$CASE.stderr" | tail -n 1)
+      reason=${reason#traceback : }
+      [ -n "$reason" ] || reason=$(grep -h "error:" "$OUT/logs/$CASE.stderr" | tail -n 1)
       [ -n "$reason" ] || reason=$(grep -v '^\s*$' "$OUT/logs/$CASE.stderr" | tail -n 1)
       "$PY" -m common.report --failed-case "$CASE" --reason "${reason:-exit $rc}" \
         --config "${NNODES}x${NPROC}" "$OUT" >/dev/null

@@ -118,7 +118,9 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
     a("--target-acc", type=non_negative_float, default=target_acc,
       help="stop at this top-1 (percent; 0, or above 100: never)")
     a("--eval-every", type=non_negative_int, default=1, help="evaluate every N epochs (0: never)")
-    a("--print-freq", type=positive_int, default=10, help="progress line every N steps")
+    a("--print-freq", type=positive_int, default=10,
+      help="progress line every N steps; on several ranks also how often they agree on a "
+           "stop (a signal, a non-finite loss): the one host sync between those steps")
     a("--synthetic-steps", type=positive_int, default=100, help="steps per epoch with --synthetic")
     a("--compile", action="store_true",
       help="torch.compile the training step; compilation happens in the warm-up steps and "

@@ -207,8 +207,9 @@ def _wrap(model, run, sharded):
 
 class Training:
     """One training run, set up once (wrapping, clocks, checkpointer, resume, monitor)
-    and then called by every step and epoch. `state` is where the run is: save()
-    writes it, check() reads the steps it names. `after_step` maps a step to what runs
+    and then called by every step and epoch. `state` is where the run is, which save()
+    writes; check() reads the first non-finite step and any signal, and stops the run on
+    either. `after_step` maps a step to what runs
     once it is done (the profiler's window, the compile time), so the steps between
     carry no such branch."""
 
@@ -342,7 +343,7 @@ class Training:
             return Stop("nan", step=int(bad))
         return Stop("interrupted", signal=int(sig)) if sig else None
 
-    def evaluate(self, val_loader, epoch):
+    def run_eval(self, val_loader, epoch):
         """Evaluate with the clocks paused; the result joins state.evals."""
         s = self.state
         with self.clocks.paused("eval"):
@@ -375,11 +376,13 @@ def one_epoch(t, loader, epoch, skip):
         if s.step in t.after_step:  # a few steps only: the profiler's window, compile_s
             for action in t.after_step.pop(s.step):
                 action()
-        printing = s.step % args.print_freq == 0 or s.step == t.total_steps
-        stop = t.check(printing)
+        # the ranks agree on a stop (signal, non-finite loss) where rank 0 prints: one
+        # sync per --print-freq steps, none between
+        sync_point = s.step % args.print_freq == 0 or s.step == t.total_steps
+        stop = t.check(sync_point)
         if stop:
             return stop
-        if printing:
+        if sync_point:
             t.step_line(epoch, s.step, loss, accum, t.optimizer.param_groups[0]["lr"],
                         n_images * accum)
         if s.step >= t.total_steps:
@@ -391,15 +394,18 @@ def one_epoch(t, loader, epoch, skip):
 
 def end_of_epoch(t, val_loader, epoch):
     """The epoch's schedule step, evaluation when due, and the checks between epochs;
-    a Stop when the run ends here, else None."""
+    a Stop when the run ends here, else None. An epoch the run's last step cut short
+    is evaluated but stays unfinished: its schedule step is not taken and the state
+    (what a final checkpoint resumes from) stays inside it."""
     s, args = t.state, t.args
-    if t.scheduler is not None and t.scheduler_per == "epoch":
-        t.scheduler.step()
-    s.epoch, s.batch = epoch + 1, 0
+    if s.batch == t.steps_per_epoch * t.grad_accum:  # the epoch ran to its end
+        if t.scheduler is not None and t.scheduler_per == "epoch":
+            t.scheduler.step()
+        s.epoch, s.batch = epoch + 1, 0
     finished = s.step >= t.total_steps
     if val_loader is not None and args.eval_every and (
             (epoch + 1) % args.eval_every == 0 or finished):
-        result = t.evaluate(val_loader, epoch)
+        result = t.run_eval(val_loader, epoch)
         if args.target_acc and result["top1"] >= args.target_acc:
             return Stop("target_acc")
     if finished:
@@ -481,7 +487,6 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                    batch_size_search=batch_search)
     if status == "ok":
         if args.keep_checkpoint:
-            t.state.epoch, t.state.batch = epoch + 1, 0
             t.save(path=t.ckpt.path[:-3] + "-final.pt")
         # removed only once the record is on disk (report.conclude): never neither
         figures["served_checkpoint"] = t.ckpt.remove

@@ -295,3 +295,28 @@ def test_only_the_printing_rank_reads_the_loss(capsys):
         loss = UnreadableLoss() if rank else torch.tensor(0.5)
         progress(0, 2, loss, 2, 0.1, 4)
     assert capsys.readouterr().out.startswith("epoch 1 step 2/10 loss 1.0000 lr 0.1 ")
+
+
+@pytest.mark.parametrize("max_steps, epoch, batch, schedule_steps", [
+    (14, 1, 4, 1),  # cut inside the second epoch: it stays unfinished, not stepped
+    (20, 2, 0, 2),  # the second epoch ran to its end
+])
+def test_a_run_cut_short_inside_an_epoch_keeps_its_place(tmp_path, max_steps, epoch, batch,
+                                                         schedule_steps):
+    """--max-steps inside an epoch: the final checkpoint resumes inside that epoch, and
+    its per-epoch schedule is not stepped for an epoch that did not finish."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8),
+                torch.randint(0, 4, (4,))) for _ in range(10)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)
+    args = loop_args(tmp_path, epochs=3, max_steps=max_steps, keep_checkpoint=True)
+    f = train_loop.train(cpu_run(), args, model, optimizer, train_loader=batches,
+                         val_loader=None, normalize=lambda x: x.float() / 255,
+                         loss_fn=torch.nn.CrossEntropyLoss(), scheduler=scheduler)
+    assert f["stopped"] == "max_steps" and f["steps"] == max_steps
+    (final,) = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith("-final.pt")]
+    state = torch.load(final, weights_only=True)
+    assert (state["epoch"], state["batch"]) == (epoch, batch)
+    assert state["scheduler"]["last_epoch"] == schedule_steps
