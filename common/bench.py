@@ -54,9 +54,11 @@ def defaults_for(dev_type):
     """Sizes that finish in minutes: full size on an accelerator, small on a CPU."""
     if dev_type == "cpu":
         return dict(image_size=64, batch_size=16, model_batch_size=4, precision="fp32",
-                    channels_last=False, steps=30, model_steps=6, warmup=2, loader_batches=40)
+                    channels_last=False, steps=30, model_steps=6, warmup=2, loader_batches=40,
+                    matmul_size=2048)
     return dict(image_size=224, batch_size=256, model_batch_size=64, precision="amp",
-                channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30)
+                channels_last=True, steps=50, model_steps=20, warmup=10, loader_batches=30,
+                matmul_size=8192)
 
 
 def get_args_parser():
@@ -351,26 +353,29 @@ def models(a):
 ENGINE_GOALS = {"resnet50": 2.5, "mobilenetv2": 1.5, "vit": 1.5, "bit": 1.5}
 
 
-def matmul_rate(dev, dtype, n=2048, calls=10):
-    """FLOP/s of this device's n x n matmul in `dtype`, from the fastest of `calls`
-    synchronised calls after one untimed: about the rate a model's arithmetic runs at
-    when nothing else costs. A ceiling to within a few per cent (a convolution kernel
-    can pass it by a little), not by the factors an engine's goal is stated in."""
+def matmul_rate(dev, dtype, n, calls=5, per_call=4):
+    """FLOP/s of this device's n x n matmul in `dtype`: the fastest of `calls` timings,
+    after one untimed, of `per_call` matmuls between two synchronisations (on an
+    accelerator one matmul is microseconds, too short to time alone). About the rate a
+    model's arithmetic runs at when nothing else costs: a convolution kernel can pass it
+    by a few per cent, not by the factors an engine's goal is stated in."""
     a = torch.randn(n, n, device=dev.torch_device).to(dtype)
     b = torch.randn(n, n, device=dev.torch_device).to(dtype)
     times = []
-    for i in range(calls + 1):
+    for _ in range(calls + 1):
         dev.synchronize()
         t0 = time.perf_counter()
-        a @ b
+        for _ in range(per_call):
+            a @ b
         dev.synchronize()
         times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / min(times[1:])
+    return 2 * n ** 3 * per_call / min(times[1:])
 
 
 def engine_bound(flops_per_image, eager_rate, ceiling):
-    """How far eager is from the matmul rate: its share of it, and the most an engine
-    doing the same arithmetic could serve over eager (ceiling / eager's FLOP/s)."""
+    """How far eager is from the matmul rate: its share of it, and the speed-up over
+    eager that rate leaves room for (rate / eager's FLOP/s) for an engine doing the
+    same arithmetic."""
     eager = flops_per_image * eager_rate
     return {"eager_share": eager / ceiling, "bound": ceiling / eager}
 
@@ -393,7 +398,8 @@ def engine(a):
     # fp32, and fp16 as seed 001 serves it, where the device has it
     precisions = [p for p in ("fp32", "fp16") if p in dev.supported_precisions()]
     dev.set_precision(PRECISIONS["fp32"])  # the rate of fp32 as the scripts run it: no tf32
-    ceilings = {p: matmul_rate(dev, PRECISIONS[p].model_dtype) for p in precisions}
+    ceilings = {p: matmul_rate(dev, PRECISIONS[p].model_dtype, a.matmul_size)
+                for p in precisions}
     rows = []
     for model in a.models:
         for precision in precisions:
@@ -407,7 +413,7 @@ def engine(a):
             r["note"] = (f"{precision} bs {a.batch_size} at {a.image_size} px; build "
                          f"{build_s:.0f} s; {_engine_words(runs[0].get('engine_options') or {})}"
                          f"; eager at {bound['eager_share']:.0%} of the {precision} matmul "
-                         f"rate ({ceilings[precision] / 1e9:.0f} GFLOP/s): at most "
+                         f"rate ({ceilings[precision] / 1e9:.0f} GFLOP/s), room for about "
                          f"{bound['bound']:.2f}x")
             r.update(model=model, precision=precision, build_s=build_s,
                      matmul_flops=ceilings[precision], **bound)
