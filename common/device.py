@@ -316,6 +316,12 @@ class Device:
         return self.api.get_device_properties(self.index).total_memory
 
     @property
+    def pin_memory(self):
+        """True where page-locked host batches let the copy to the device run async; a
+        cpu run has no copy."""
+        return self.type != "cpu"
+
+    @property
     def reports_out_of_memory(self):
         """False on a cpu: the system kills the process instead of raising an error."""
         return self.type != "cpu"
