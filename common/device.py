@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
+from common import launcher
 from common import vendor_tools as tools
 from common.errors import UserError
 from common.precision import PRECISIONS
@@ -464,7 +465,7 @@ def select(requested="auto", local_rank=0):
             raise UserError(f"--device {requested}: no {' or '.join(k.vendor for k in matches)} "
                             f"device is available to this process; use --device auto to take "
                             f"what is there")
-    if kind.backend is None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    if kind.backend is None and launcher.world_from_env()[2] > 1:
         raise UserError(f"--device {kind.type}: {kind.vendor} runs one process only; "
                         f"run the script without torchrun (or with --nproc_per_node 1)")
     return Device(kind, local_rank if kind.type != "cpu" else 0)

@@ -118,7 +118,8 @@ def bare_machine(monkeypatch):
     monkeypatch.setattr(torch.xpu, "is_available", lambda: False)
     monkeypatch.setattr(torch.mps, "is_available", lambda: False)
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: None)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for var in ("RANK", "WORLD_SIZE", "SLURM_NTASKS"):  # one process, however launched
+        monkeypatch.delenv(var, raising=False)
 
 
 def install(monkeypatch, device_type, plugin=None, api=None, **kwargs):
@@ -291,7 +292,18 @@ def test_apple_mps_is_one_process_without_a_backend(monkeypatch):
     assert mps.calls == [("synchronize",)]
     assert d.peak_memory() == 5 * GiB and d.total_memory() == 48 * GiB
     assert d.device_count() == 1 and device.local_device_count() == 1
+    monkeypatch.setenv("RANK", "0")  # as torchrun sets it
     monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="--device mps: Apple runs one process only"):
+        device.select("mps")
+
+
+def test_mps_under_srun_is_refused_too(monkeypatch):
+    monkeypatch.setattr(torch, "mps", FakeMpsModule())
+    monkeypatch.setattr(device, "_apple_chip", lambda: "Apple M2 Max")
+    for var, value in [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")]:
+        monkeypatch.setenv(var, value)
     with pytest.raises(UserError, match="--device mps: Apple runs one process only"):
         device.select("mps")
 
