@@ -101,15 +101,17 @@ KINDS = [
 ]
 
 # dense peak TFLOP/s of one device per precision, from each product's data sheet (the
-# sheets' tensor-core figures "with sparsity" halved). Matched on the device name, the
-# first entry that matches wins, so a variant comes before the family it belongs to
+# sheets' tensor-core figures "with sparsity" halved), listed under the vendor that makes
+# the device: a name is matched only against its own vendor's entries (iluvatar's
+# "BI-V100" is no V100). Matched on the device name, the first entry that matches wins,
+# so a variant comes before the family it belongs to
 # (torch names an H100 SXM "NVIDIA H100 80GB HBM3", an H200 SXM "NVIDIA H200");
 # a device that is not listed gets no MFU rather than a guessed one.
 _SXM_H = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}
 _PCIE_H = {"fp32": 51.2, "tf32": 378, "fp16": 756, "bf16": 756}
 _NVL_H = {"fp32": 60, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5}
 _A100 = {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312}
-PEAK_TFLOPS = [
+PEAK_TFLOPS = {"NVIDIA": [
     ("GH200", r"GH200", _SXM_H),
     ("H100 NVL", r"H100.*NVL", _NVL_H),
     ("H100 PCIe", r"H100.*PCIe", _PCIE_H),
@@ -132,7 +134,7 @@ PEAK_TFLOPS = [
     ("V100S PCIe", r"V100S", {"fp32": 16.4, "fp16": 130}),
     ("V100 PCIe", r"V100.*PCIe", {"fp32": 14, "fp16": 112}),
     ("V100 SXM", r"V100", {"fp32": 15.7, "fp16": 125}),
-]
+]}
 
 # torch.version attributes that name the vendor software a build runs on
 _VERSION_ATTRS = ("cuda", "hip", "maca", "musa", "cann", "xpu")
@@ -395,13 +397,14 @@ class Device:
 
     def peak(self, precision, given=None):
         """(dense peak FLOP/s of one device at `precision`, where it came from): `given`
-        (--peak-tflops) first, then the first table entry matching the device name, which
-        gives its own figure or none (never another entry's); (None, why) otherwise."""
+        (--peak-tflops) first, then the first entry of the device vendor's table matching
+        the device name, which gives its own figure or none (never another entry's);
+        (None, why) otherwise."""
         key = precision.peak_key
         tflops = (given or {}).get(key, (given or {}).get("all"))
         if tflops is not None:
             return tflops * 1e12, "--peak-tflops"
-        for entry, pattern, table in PEAK_TFLOPS:
+        for entry, pattern, table in PEAK_TFLOPS.get(self.vendor, ()):
             if re.search(pattern, self.name, re.I):
                 if key in table:
                     return table[key] * 1e12, f"table: {entry}"

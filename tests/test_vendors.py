@@ -18,6 +18,7 @@ import torch
 from common import device, monitor, report, vendor_tools
 from common.dist import Run
 from common.errors import UserError
+from common.precision import PRECISIONS
 
 GiB = 1024 ** 3
 
@@ -272,6 +273,8 @@ def test_cuda_api_chips_are_told_apart(monkeypatch, name, hip, maca, build, vend
     stack = d.stack()
     assert stack["vendor"] == vendor and stack.get("hip") == hip and stack.get("maca") == maca
     assert stack.get("corex") == ("4.5.0" if "corex" in build else None)
+    # only nvidia's own chips take a peak from nvidia's data sheets (not iluvatar's BI-V100)
+    assert (d.peak(PRECISIONS["fp16"])[0] is not None) == (vendor == "NVIDIA")
 
 
 def test_kunlunxin_behind_the_cuda_api(monkeypatch):
