@@ -57,6 +57,7 @@ class Kind:
     fused_optimizer: bool = False       # torch's own fused SGD/AdamW kernels run on it
     profiler_activity: str | None = None  # torch.profiler.ProfilerActivity with device time
     compile_mode: str = "default"       # torch.compile mode of the inference engine
+    label_prefixes: tuple = ()  # words before the model in device names, besides the vendor
 
     def visible_ids(self, n):
         """The ids (index or uuid) the tools know the node's first n devices by."""
@@ -83,7 +84,7 @@ INTEL_DUMP = ["xpu-smi", "dump", "-d", "-1", "-m", "0,1,3,18", "-n", "1"]
 KINDS = [
     Kind("NVIDIA", "cuda", "nccl", visible=("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"),
          monitors=CUDA_TOOLS, fused_optimizer=True, profiler_activity="CUDA",
-         compile_mode="max-autotune"),
+         compile_mode="max-autotune", label_prefixes=("Tesla", "GeForce", "Instinct")),
     Kind("Moore Threads", "musa", "mccl", plugin="torch_musa", visible=("MUSA_VISIBLE_DEVICES",),
          monitors=(tools.command("mthreads-gmi", ["mthreads-gmi"], tools.parse_smi_table),)),
     Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu", visible=("MLU_VISIBLE_DEVICES",),
@@ -95,7 +96,7 @@ KINDS = [
          visible=("XPU_VISIBLE_DEVICES",), monitors=KUNLUNXIN_TOOLS, fused_optimizer=True),
     Kind("Intel", "xpu", "xccl", visible=("ZE_AFFINITY_MASK",),
          monitors=(tools.command("xpu-smi", INTEL_DUMP, tools.parse_xpu_dump),),
-         fused_optimizer=True),
+         fused_optimizer=True, label_prefixes=("Intel(R)", "Data Center")),
     Kind("Apple", "mps", None),
     Kind("CPU", "cpu", "gloo", fused_optimizer=True),
 ]
@@ -140,9 +141,12 @@ PEAK_TFLOPS = {"NVIDIA": [
 _VERSION_ATTRS = ("cuda", "hip", "maca", "musa", "cann", "xpu")
 
 
-def short_label(name):
-    """'NVIDIA A100-SXM4-40GB' -> 'A100', 'AMD Instinct MI300X' -> 'MI300X'."""
-    label = re.sub(r"^((NVIDIA|Tesla|GeForce|Iluvatar|MetaX|AMD|Instinct)\s+)+", "", name.strip())
+def short_label(name, prefixes=()):
+    """The model without the leading `prefixes` (the vendor and its product lines), form
+    factor or memory: 'NVIDIA A100-SXM4-40GB' -> 'A100', 'Ascend910B3' -> '910B3'."""
+    # the longest first, so 'Intel(R)' goes whole rather than leaving its '(R)'
+    words = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
+    label = re.sub(rf"^(({words})\s*)+", "", name.strip()) if words else name.strip()
     # drop form factor and memory size, whichever order they come in
     suffix = re.compile(r"[- ](SXM\d*|PCIE|\d+GB|HBM\d*e?)(?=$|[- ])", re.I)
     while suffix.search(label):
@@ -241,7 +245,7 @@ class Device:
         self.name = get_name(index) if get_name else _apple_chip()
         if kind.type == "cuda":
             self.vendor = cuda_vendor(self.name)
-        self.label = short_label(self.name)
+        self.label = short_label(self.name, (self.vendor, *kind.label_prefixes))
 
     @property
     def torch_device(self):

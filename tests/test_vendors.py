@@ -191,20 +191,21 @@ def test_unknown_device_type_lists_the_types():
         device.select("tpu")
 
 
-@pytest.mark.parametrize("device_type, plugin, api, backend, vendor, name", [
-    ("musa", "torch_musa", None, "mccl", "Moore Threads", "MTT S4000"),
-    ("mlu", "torch_mlu", None, "cncl", "Cambricon", "MLU370-X8"),
-    ("npu", "torch_npu", None, "hccl", "Ascend", "Ascend910B"),
-    ("xpu", "torch_xmlir", "torch_xmlir.xpu", "xccl", "Kunlunxin", "KL3"),
+@pytest.mark.parametrize("device_type, plugin, api, backend, vendor, name, label", [
+    ("musa", "torch_musa", None, "mccl", "Moore Threads", "Moore Threads MTT S4000",
+     "MTT S4000"),
+    ("mlu", "torch_mlu", None, "cncl", "Cambricon", "MLU370-X8", "MLU370-X8"),
+    ("npu", "torch_npu", None, "hccl", "Ascend", "Ascend910B", "910B"),
+    ("xpu", "torch_xmlir", "torch_xmlir.xpu", "xccl", "Kunlunxin", "KL3", "KL3"),
 ])
 def test_plugin_entry_calls_its_own_module(monkeypatch, device_type, plugin, api, backend,
-                                           vendor, name):
+                                           vendor, name, label):
     module = install(monkeypatch, device_type, plugin, api, device_name=name,
                      event=plugin != "torch_xmlir")  # torch_xmlir.xpu has no Event
     d = device.select(device_type, local_rank=1)
     assert (d.type, d.backend, d.vendor, d.name, d.label) == (device_type, backend, vendor,
-                                                              name, name)
-    assert d.api is module and d.device_count() == 4
+                                                              name, label)
+    assert d.api is module and d.device_count() == 4 and d.pin_memory
     d.reset_peak_memory()
     d.synchronize()
     assert d.peak_memory() == 3 * GiB and d.total_memory() == 64 * GiB
@@ -217,6 +218,8 @@ def test_plugin_entry_calls_its_own_module(monkeypatch, device_type, plugin, api
         assert isinstance(event, FakeEvent) and event.enable_timing
     assert d.supported_precisions() == ("fp32", "amp", "fp16", "bf16")
     assert d.stack()[plugin] == f"{plugin}-stand-in-1.0" and d.stack()["vendor"] == vendor
+    # the table names the vendor once
+    assert report.infer_config(report.environment(Run(0, 0, 1, 1, d))) == f"{vendor} {label}"
 
 
 def test_older_torch_musa_resets_its_peak_by_its_own_name(monkeypatch):
