@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -58,6 +59,7 @@ class Kind:
     profiler_activity: str | None = None  # torch.profiler.ProfilerActivity with device time
     compile_mode: str = "default"       # torch.compile mode of the inference engine
     label_prefixes: tuple = ()  # words before the model in device names, besides the vendor
+    tf32_switches: tuple = ()   # attributes of `api` that let fp32 math run in a shorter form
 
     def visible_ids(self, n):
         """The ids (index or uuid) the tools know the node's first n devices by."""
@@ -89,8 +91,12 @@ KINDS = [
          monitors=(tools.command("mthreads-gmi", ["mthreads-gmi"], tools.parse_smi_table),)),
     Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu", visible=("MLU_VISIBLE_DEVICES",),
          monitors=(tools.command("cnmon", ["cnmon"], tools.parse_smi_table),)),
+    # torch_npu runs fp32 convolutions in hf32 unless told not to: conv.allow_hf32 defaults
+    # to True, matmul.allow_hf32 to False (torch_npu's api reference: hiascend.com/document/
+    # detail/zh/Pytorch/600/apiref/apilist/ptaoplist_000923.html and ptaoplist_000221.html)
     Kind("Ascend", "npu", "hccl", plugin="torch_npu", visible=("ASCEND_RT_VISIBLE_DEVICES",),
-         monitors=(tools.command("npu-smi", ["npu-smi", "info"], tools.parse_npu_smi),)),
+         monitors=(tools.command("npu-smi", ["npu-smi", "info"], tools.parse_npu_smi),),
+         tf32_switches=("matmul.allow_hf32", "conv.allow_hf32")),
     # torch.xpu is intel's; kunlunxin's own calls live in torch_xmlir.xpu
     Kind("Kunlunxin", "xpu", "xccl", plugin="torch_xmlir", api="torch_xmlir.xpu",
          visible=("XPU_VISIBLE_DEVICES",), monitors=KUNLUNXIN_TOOLS, fused_optimizer=True),
@@ -384,8 +390,19 @@ class Device:
         torch.backends.cuda.matmul.allow_tf32 = precision.tf32
         torch.backends.cudnn.allow_tf32 = precision.tf32
         torch.set_float32_matmul_precision("high" if precision.tf32 else "highest")
+        for switch in self.kind.tf32_switches:
+            self._set_switch(switch, precision.tf32)
         # every timed step has the same shapes: let cudnn pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
+
+    def _set_switch(self, path, on):
+        """Set the device module's `path` ('conv.allow_hf32'); a build without it has
+        nothing to switch."""
+        *owners, attr = path.split(".")
+        target = functools.reduce(lambda module, name: getattr(module, name, None), owners,
+                                  self.api)
+        if hasattr(target, attr):
+            setattr(target, attr, on)
 
     def autocast(self, precision):
         """The training step's autocast context (none where the precision has none)."""

@@ -222,6 +222,16 @@ def test_plugin_entry_calls_its_own_module(monkeypatch, device_type, plugin, api
     assert report.infer_config(report.environment(Run(0, 0, 1, 1, d))) == f"{vendor} {label}"
 
 
+def test_fp32_turns_off_ascends_hf32(monkeypatch):
+    module = install(monkeypatch, "npu", "torch_npu")
+    # hf32 convolutions are torch_npu's default; hf32 matmuls as a script may leave them
+    module.conv = types.SimpleNamespace(allow_hf32=True)
+    module.matmul = types.SimpleNamespace(allow_hf32=True)
+    d = device.select("npu")
+    d.set_precision(PRECISIONS["fp32"])
+    assert (module.matmul.allow_hf32, module.conv.allow_hf32) == (False, False)
+
+
 def test_older_torch_musa_resets_its_peak_by_its_own_name(monkeypatch):
     module = install(monkeypatch, "musa", "torch_musa", old=True)
     device.select("musa").reset_peak_memory()
