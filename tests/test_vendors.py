@@ -6,6 +6,7 @@ makes; the numbers the stand-ins return are made up. Every test starts on a bare
 no plug-in importable, no cuda, xpu or mps device, torch.accelerator serving nothing.
 """
 import argparse
+import dataclasses
 import os
 import stat
 import sys
@@ -14,6 +15,7 @@ import types
 
 import pytest
 import torch
+from conftest import ROOT
 
 from common import device, monitor, report, vendor_tools
 from common.dist import Run
@@ -364,6 +366,13 @@ cat <<'TABLE'
 +---------------------------+---------------------+
 TABLE
 """
+
+
+def test_the_readme_lists_every_kind_field():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert [f.name for f in dataclasses.fields(device.Kind)
+            if f"| `{f.name}` |" not in readme] == []
 
 
 def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
