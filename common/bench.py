@@ -261,7 +261,7 @@ def loader(a):
 
         def classic():
             ld = classic_loader(os.path.join(root, "train"), a.batch_size, a.workers,
-                                dev.type != "cpu")
+                                dev.pin_memory)
 
             def finish(x):
                 x.to(dev.torch_device, non_blocking=True)

@@ -271,7 +271,7 @@ def _end_on_sigterm_from(rank_pid):
 def _loader(dataset, batch_size, sampler, workers, run, drop_last):
     return tud.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        pin_memory=run.device.type != "cpu", drop_last=drop_last,
+        pin_memory=run.device.pin_memory, drop_last=drop_last,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=leave_stop_signals_to_the_rank,
         # the workers' seeds from a generator of their own, not from the global random

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
+from common import launcher
 from common import vendor_tools as tools
 from common.errors import UserError
 from common.precision import PRECISIONS
@@ -56,6 +58,8 @@ class Kind:
     fused_optimizer: bool = False       # torch's own fused SGD/AdamW kernels run on it
     profiler_activity: str | None = None  # torch.profiler.ProfilerActivity with device time
     compile_mode: str = "default"       # torch.compile mode of the inference engine
+    label_prefixes: tuple = ()  # words before the model in device names, besides the vendor
+    tf32_switches: tuple = ()   # attributes of `api` that let fp32 math run in a shorter form
 
     def visible_ids(self, n):
         """The ids (index or uuid) the tools know the node's first n devices by."""
@@ -82,33 +86,39 @@ INTEL_DUMP = ["xpu-smi", "dump", "-d", "-1", "-m", "0,1,3,18", "-n", "1"]
 KINDS = [
     Kind("NVIDIA", "cuda", "nccl", visible=("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"),
          monitors=CUDA_TOOLS, fused_optimizer=True, profiler_activity="CUDA",
-         compile_mode="max-autotune"),
+         compile_mode="max-autotune", label_prefixes=("Tesla", "GeForce", "Instinct")),
     Kind("Moore Threads", "musa", "mccl", plugin="torch_musa", visible=("MUSA_VISIBLE_DEVICES",),
          monitors=(tools.command("mthreads-gmi", ["mthreads-gmi"], tools.parse_smi_table),)),
     Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu", visible=("MLU_VISIBLE_DEVICES",),
          monitors=(tools.command("cnmon", ["cnmon"], tools.parse_smi_table),)),
+    # torch_npu runs fp32 convolutions in hf32 unless told not to: conv.allow_hf32 defaults
+    # to True, matmul.allow_hf32 to False (torch_npu's api reference: hiascend.com/document/
+    # detail/zh/Pytorch/600/apiref/apilist/ptaoplist_000923.html and ptaoplist_000221.html)
     Kind("Ascend", "npu", "hccl", plugin="torch_npu", visible=("ASCEND_RT_VISIBLE_DEVICES",),
-         monitors=(tools.command("npu-smi", ["npu-smi", "info"], tools.parse_npu_smi),)),
+         monitors=(tools.command("npu-smi", ["npu-smi", "info"], tools.parse_npu_smi),),
+         tf32_switches=("matmul.allow_hf32", "conv.allow_hf32")),
     # torch.xpu is intel's; kunlunxin's own calls live in torch_xmlir.xpu
     Kind("Kunlunxin", "xpu", "xccl", plugin="torch_xmlir", api="torch_xmlir.xpu",
          visible=("XPU_VISIBLE_DEVICES",), monitors=KUNLUNXIN_TOOLS, fused_optimizer=True),
     Kind("Intel", "xpu", "xccl", visible=("ZE_AFFINITY_MASK",),
          monitors=(tools.command("xpu-smi", INTEL_DUMP, tools.parse_xpu_dump),),
-         fused_optimizer=True),
+         fused_optimizer=True, label_prefixes=("Intel(R)", "Data Center")),
     Kind("Apple", "mps", None),
     Kind("CPU", "cpu", "gloo", fused_optimizer=True),
 ]
 
 # dense peak TFLOP/s of one device per precision, from each product's data sheet (the
-# sheets' tensor-core figures "with sparsity" halved). Matched on the device name, the
-# first entry that matches wins, so a variant comes before the family it belongs to
+# sheets' tensor-core figures "with sparsity" halved), listed under the vendor that makes
+# the device: a name is matched only against its own vendor's entries (iluvatar's
+# "BI-V100" is no V100). Matched on the device name, the first entry that matches wins,
+# so a variant comes before the family it belongs to
 # (torch names an H100 SXM "NVIDIA H100 80GB HBM3", an H200 SXM "NVIDIA H200");
 # a device that is not listed gets no MFU rather than a guessed one.
 _SXM_H = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}
 _PCIE_H = {"fp32": 51.2, "tf32": 378, "fp16": 756, "bf16": 756}
 _NVL_H = {"fp32": 60, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5}
 _A100 = {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312}
-PEAK_TFLOPS = [
+PEAK_TFLOPS = {"NVIDIA": [
     ("GH200", r"GH200", _SXM_H),
     ("H100 NVL", r"H100.*NVL", _NVL_H),
     ("H100 PCIe", r"H100.*PCIe", _PCIE_H),
@@ -131,15 +141,18 @@ PEAK_TFLOPS = [
     ("V100S PCIe", r"V100S", {"fp32": 16.4, "fp16": 130}),
     ("V100 PCIe", r"V100.*PCIe", {"fp32": 14, "fp16": 112}),
     ("V100 SXM", r"V100", {"fp32": 15.7, "fp16": 125}),
-]
+]}
 
 # torch.version attributes that name the vendor software a build runs on
 _VERSION_ATTRS = ("cuda", "hip", "maca", "musa", "cann", "xpu")
 
 
-def short_label(name):
-    """'NVIDIA A100-SXM4-40GB' -> 'A100', 'AMD Instinct MI300X' -> 'MI300X'."""
-    label = re.sub(r"^((NVIDIA|Tesla|GeForce|Iluvatar|MetaX|AMD|Instinct)\s+)+", "", name.strip())
+def short_label(name, prefixes=()):
+    """The model without the leading `prefixes` (the vendor and its product lines), form
+    factor or memory: 'NVIDIA A100-SXM4-40GB' -> 'A100', 'Ascend910B3' -> '910B3'."""
+    # the longest first, so 'Intel(R)' goes whole rather than leaving its '(R)'
+    words = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
+    label = re.sub(rf"^(({words})\s*)+", "", name.strip()) if words else name.strip()
     # drop form factor and memory size, whichever order they come in
     suffix = re.compile(r"[- ](SXM\d*|PCIE|\d+GB|HBM\d*e?)(?=$|[- ])", re.I)
     while suffix.search(label):
@@ -238,7 +251,7 @@ class Device:
         self.name = get_name(index) if get_name else _apple_chip()
         if kind.type == "cuda":
             self.vendor = cuda_vendor(self.name)
-        self.label = short_label(self.name)
+        self.label = short_label(self.name, (self.vendor, *kind.label_prefixes))
 
     @property
     def torch_device(self):
@@ -316,6 +329,12 @@ class Device:
         return self.api.get_device_properties(self.index).total_memory
 
     @property
+    def pin_memory(self):
+        """True where page-locked host batches let the copy to the device run async; a
+        cpu run has no copy."""
+        return self.type != "cpu"
+
+    @property
     def reports_out_of_memory(self):
         """False on a cpu: the system kills the process instead of raising an error."""
         return self.type != "cpu"
@@ -371,8 +390,19 @@ class Device:
         torch.backends.cuda.matmul.allow_tf32 = precision.tf32
         torch.backends.cudnn.allow_tf32 = precision.tf32
         torch.set_float32_matmul_precision("high" if precision.tf32 else "highest")
+        for switch in self.kind.tf32_switches:
+            self._set_switch(switch, precision.tf32)
         # every timed step has the same shapes: let cudnn pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
+
+    def _set_switch(self, path, on):
+        """Set the device module's `path` ('conv.allow_hf32'); a build without it has
+        nothing to switch."""
+        *owners, attr = path.split(".")
+        target = functools.reduce(lambda module, name: getattr(module, name, None), owners,
+                                  self.api)
+        if hasattr(target, attr):
+            setattr(target, attr, on)
 
     def autocast(self, precision):
         """The training step's autocast context (none where the precision has none)."""
@@ -388,13 +418,14 @@ class Device:
 
     def peak(self, precision, given=None):
         """(dense peak FLOP/s of one device at `precision`, where it came from): `given`
-        (--peak-tflops) first, then the first table entry matching the device name, which
-        gives its own figure or none (never another entry's); (None, why) otherwise."""
+        (--peak-tflops) first, then the first entry of the device vendor's table matching
+        the device name, which gives its own figure or none (never another entry's);
+        (None, why) otherwise."""
         key = precision.peak_key
         tflops = (given or {}).get(key, (given or {}).get("all"))
         if tflops is not None:
             return tflops * 1e12, "--peak-tflops"
-        for entry, pattern, table in PEAK_TFLOPS:
+        for entry, pattern, table in PEAK_TFLOPS.get(self.vendor, ()):
             if re.search(pattern, self.name, re.I):
                 if key in table:
                     return table[key] * 1e12, f"table: {entry}"
@@ -458,7 +489,7 @@ def select(requested="auto", local_rank=0):
             raise UserError(f"--device {requested}: no {' or '.join(k.vendor for k in matches)} "
                             f"device is available to this process; use --device auto to take "
                             f"what is there")
-    if kind.backend is None and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    if kind.backend is None and launcher.world_from_env()[2] > 1:
         raise UserError(f"--device {kind.type}: {kind.vendor} runs one process only; "
                         f"run the script without torchrun (or with --nproc_per_node 1)")
     return Device(kind, local_rank if kind.type != "cpu" else 0)

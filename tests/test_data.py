@@ -97,6 +97,13 @@ def test_batch_larger_than_the_shard_is_refused(dataset):
         data.train_loader(train, 64, 0, cpu_run(0, 2))
 
 
+def test_loaders_pin_memory_where_the_device_says(dataset, monkeypatch):
+    val = data.image_folder(dataset, "val", None)
+    assert not data.eval_loader(val, 4, 0, cpu_run()).pin_memory
+    monkeypatch.setattr(device.Device, "pin_memory", property(lambda self: True))
+    assert data.train_loader(val, 4, 0, cpu_run()).pin_memory
+
+
 @pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"),
                                        ("RGB", "PNG")])
 def test_read_image_gives_rgb_uint8_whatever_the_file_holds(tmp_path, mode, fmt):

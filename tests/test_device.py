@@ -9,26 +9,32 @@ from conftest import run_script
 from test_resnet50 import only_record
 
 
-@pytest.mark.parametrize("name, label", [
-    ("NVIDIA A100-SXM4-40GB", "A100"),
-    ("NVIDIA A100-PCIE-40GB", "A100"),
-    ("NVIDIA H100 80GB HBM3", "H100"),
-    ("Tesla V100-SXM2-32GB", "V100"),
-    ("Iluvatar BI-V100", "BI-V100"),
-    ("NVIDIA GeForce RTX 4090", "RTX 4090"),
-    ("AMD Instinct MI300X", "MI300X"),
-    ("MetaX C550", "C550"),
-    ("K100_AI", "K100_AI"),
+@pytest.mark.parametrize("name, vendor, label", [
+    ("NVIDIA A100-SXM4-40GB", "NVIDIA", "A100"),
+    ("NVIDIA A100-PCIE-40GB", "NVIDIA", "A100"),
+    ("NVIDIA H100 80GB HBM3", "NVIDIA", "H100"),
+    ("Tesla V100-SXM2-32GB", "NVIDIA", "V100"),
+    ("Iluvatar BI-V100", "Iluvatar", "BI-V100"),
+    ("NVIDIA GeForce RTX 4090", "NVIDIA", "RTX 4090"),
+    ("AMD Instinct MI300X", "AMD", "MI300X"),
+    ("MetaX C550", "MetaX", "C550"),
+    ("K100_AI", "Hygon", "K100_AI"),
+    ("Moore Threads MTT S4000", "Moore Threads", "MTT S4000"),
+    ("Intel(R) Data Center GPU Max 1550", "Intel", "GPU Max 1550"),
+    ("Kunlunxin P800", "Kunlunxin", "P800"),
+    ("Ascend910B3", "Ascend", "910B3"),
 ])
-def test_short_label(name, label):
-    assert device.short_label(name) == label
+def test_short_label_drops_the_vendor(name, vendor, label):
+    # the chips behind the cuda api share the cuda kind and its prefixes
+    kind = next((k for k in device.KINDS if k.vendor == vendor), device.KINDS[0])
+    assert device.short_label(name, (vendor, *kind.label_prefixes)) == label
 
 
 def test_cpu_is_always_there():
     d = device.select("cpu")
     assert d.type == "cpu" and d.backend == "gloo" and d.label == "CPU"
     assert d.total_memory() > d.peak_memory() > 0
-    assert d.timing_event() is None
+    assert d.timing_event() is None and not d.pin_memory
     assert device.local_device_count("cpu") == 1
     # a cpu run records no accelerator software, whatever the torch build carries
     assert d.stack() == {"vendor": "CPU"} and d.vendor == "CPU"
@@ -60,6 +66,13 @@ def test_fp32_means_no_tf32():
     assert torch.get_float32_matmul_precision() == "highest"
 
 
+def named(name):
+    """The cpu device dressed as a cuda chip of that name, its vendor told as select's."""
+    d = device.select("cpu")
+    d.name, d.vendor = name, device.cuda_vendor(name)
+    return d
+
+
 @pytest.mark.parametrize("name, precision, entry, tflops", [
     # names as torch.cuda.get_device_name gives them; each variant its own data sheet
     ("NVIDIA H100 80GB HBM3", "bf16", "H100 SXM", 989.4),
@@ -84,8 +97,7 @@ def test_fp32_means_no_tf32():
     ("Tesla V100S-PCIE-32GB", "fp32", "V100S PCIe", 16.4),
 ])
 def test_peak_from_the_device_name_most_specific_first(name, precision, entry, tflops):
-    d = device.select("cpu")
-    d.name = name
+    d = named(name)
     precision = PRECISIONS[precision]
     assert d.peak(precision) == (pytest.approx(tflops * 1e12), f"table: {entry}")
     assert d.peak_flops(precision) == pytest.approx(tflops * 1e12)
@@ -95,8 +107,18 @@ def test_no_peak_rather_than_a_guess():
     d = device.select("cpu")
     fp32, bf16 = PRECISIONS["fp32"], PRECISIONS["bf16"]
     assert d.peak(fp32)[0] is None and d.peak_flops(fp32) is None
-    d.name = "Tesla V100-SXM2-32GB"
+    d = named("Tesla V100-SXM2-32GB")
     assert d.peak(bf16)[0] is None  # no bf16 on the data sheet: not another entry's
+
+
+@pytest.mark.parametrize("name", ["Iluvatar BI-V100", "MR-V100"])
+def test_another_vendors_chip_is_not_matched_to_an_nvidia_entry(name):
+    d = named(name)
+    assert d.vendor == "Iluvatar"
+    for precision in ("fp32", "fp16"):
+        tflops, why = d.peak(PRECISIONS[precision])
+        assert tflops is None
+        assert why.endswith(f"has no {precision} peak in the table; give --peak-tflops")
 
 
 def test_autocast_and_scaler_follow_precision():
@@ -115,7 +137,7 @@ def test_the_peak_says_where_it_came_from():
     assert d.peak(amp, {"fp16": 312.0}) == (312e12, "--peak-tflops")
     assert d.peak(bf16, {"all": 100.0}) == (100e12, "--peak-tflops")
     assert d.peak(bf16, {"fp32": 19.5})[0] is None  # given for another precision only
-    d.name = "NVIDIA A100-SXM4-40GB"
+    d = named("NVIDIA A100-SXM4-40GB")
     assert d.peak(amp) == (pytest.approx(312e12), "table: A100 SXM")
     assert d.peak(fp32, {"fp32": 20.0}) == (20e12, "--peak-tflops")  # the flag wins
 

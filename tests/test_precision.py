@@ -65,7 +65,8 @@ def test_each_name_means_what_the_docstring_says(name, training, inference, auto
 
 
 def test_the_device_peak_table_uses_the_peak_keys():
-    keys = {key for _, _, table in device.PEAK_TFLOPS for key in table}
+    keys = {key for entries in device.PEAK_TFLOPS.values() for _, _, table in entries
+            for key in table}
     assert keys <= set(precision.peak_keys())
 
 

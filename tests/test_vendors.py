@@ -6,6 +6,7 @@ makes; the numbers the stand-ins return are made up. Every test starts on a bare
 no plug-in importable, no cuda, xpu or mps device, torch.accelerator serving nothing.
 """
 import argparse
+import dataclasses
 import os
 import stat
 import sys
@@ -14,10 +15,12 @@ import types
 
 import pytest
 import torch
+from conftest import ROOT
 
 from common import device, monitor, report, vendor_tools
 from common.dist import Run
 from common.errors import UserError
+from common.precision import PRECISIONS
 
 GiB = 1024 ** 3
 
@@ -118,7 +121,8 @@ def bare_machine(monkeypatch):
     monkeypatch.setattr(torch.xpu, "is_available", lambda: False)
     monkeypatch.setattr(torch.mps, "is_available", lambda: False)
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: None)
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for var in ("RANK", "WORLD_SIZE", "SLURM_NTASKS"):  # one process, however launched
+        monkeypatch.delenv(var, raising=False)
 
 
 def install(monkeypatch, device_type, plugin=None, api=None, **kwargs):
@@ -189,20 +193,21 @@ def test_unknown_device_type_lists_the_types():
         device.select("tpu")
 
 
-@pytest.mark.parametrize("device_type, plugin, api, backend, vendor, name", [
-    ("musa", "torch_musa", None, "mccl", "Moore Threads", "MTT S4000"),
-    ("mlu", "torch_mlu", None, "cncl", "Cambricon", "MLU370-X8"),
-    ("npu", "torch_npu", None, "hccl", "Ascend", "Ascend910B"),
-    ("xpu", "torch_xmlir", "torch_xmlir.xpu", "xccl", "Kunlunxin", "KL3"),
+@pytest.mark.parametrize("device_type, plugin, api, backend, vendor, name, label", [
+    ("musa", "torch_musa", None, "mccl", "Moore Threads", "Moore Threads MTT S4000",
+     "MTT S4000"),
+    ("mlu", "torch_mlu", None, "cncl", "Cambricon", "MLU370-X8", "MLU370-X8"),
+    ("npu", "torch_npu", None, "hccl", "Ascend", "Ascend910B", "910B"),
+    ("xpu", "torch_xmlir", "torch_xmlir.xpu", "xccl", "Kunlunxin", "KL3", "KL3"),
 ])
 def test_plugin_entry_calls_its_own_module(monkeypatch, device_type, plugin, api, backend,
-                                           vendor, name):
+                                           vendor, name, label):
     module = install(monkeypatch, device_type, plugin, api, device_name=name,
                      event=plugin != "torch_xmlir")  # torch_xmlir.xpu has no Event
     d = device.select(device_type, local_rank=1)
     assert (d.type, d.backend, d.vendor, d.name, d.label) == (device_type, backend, vendor,
-                                                              name, name)
-    assert d.api is module and d.device_count() == 4
+                                                              name, label)
+    assert d.api is module and d.device_count() == 4 and d.pin_memory
     d.reset_peak_memory()
     d.synchronize()
     assert d.peak_memory() == 3 * GiB and d.total_memory() == 64 * GiB
@@ -215,6 +220,18 @@ def test_plugin_entry_calls_its_own_module(monkeypatch, device_type, plugin, api
         assert isinstance(event, FakeEvent) and event.enable_timing
     assert d.supported_precisions() == ("fp32", "amp", "fp16", "bf16")
     assert d.stack()[plugin] == f"{plugin}-stand-in-1.0" and d.stack()["vendor"] == vendor
+    # the table names the vendor once
+    assert report.infer_config(report.environment(Run(0, 0, 1, 1, d))) == f"{vendor} {label}"
+
+
+def test_fp32_turns_off_ascends_hf32(monkeypatch):
+    module = install(monkeypatch, "npu", "torch_npu")
+    # hf32 convolutions are torch_npu's default; hf32 matmuls as a script may leave them
+    module.conv = types.SimpleNamespace(allow_hf32=True)
+    module.matmul = types.SimpleNamespace(allow_hf32=True)
+    d = device.select("npu")
+    d.set_precision(PRECISIONS["fp32"])
+    assert (module.matmul.allow_hf32, module.conv.allow_hf32) == (False, False)
 
 
 def test_older_torch_musa_resets_its_peak_by_its_own_name(monkeypatch):
@@ -271,6 +288,8 @@ def test_cuda_api_chips_are_told_apart(monkeypatch, name, hip, maca, build, vend
     stack = d.stack()
     assert stack["vendor"] == vendor and stack.get("hip") == hip and stack.get("maca") == maca
     assert stack.get("corex") == ("4.5.0" if "corex" in build else None)
+    # only nvidia's own chips take a peak from nvidia's data sheets (not iluvatar's BI-V100)
+    assert (d.peak(PRECISIONS["fp16"])[0] is not None) == (vendor == "NVIDIA")
 
 
 def test_kunlunxin_behind_the_cuda_api(monkeypatch):
@@ -291,7 +310,18 @@ def test_apple_mps_is_one_process_without_a_backend(monkeypatch):
     assert mps.calls == [("synchronize",)]
     assert d.peak_memory() == 5 * GiB and d.total_memory() == 48 * GiB
     assert d.device_count() == 1 and device.local_device_count() == 1
+    monkeypatch.setenv("RANK", "0")  # as torchrun sets it
     monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="--device mps: Apple runs one process only"):
+        device.select("mps")
+
+
+def test_mps_under_srun_is_refused_too(monkeypatch):
+    monkeypatch.setattr(torch, "mps", FakeMpsModule())
+    monkeypatch.setattr(device, "_apple_chip", lambda: "Apple M2 Max")
+    for var, value in [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")]:
+        monkeypatch.setenv(var, value)
     with pytest.raises(UserError, match="--device mps: Apple runs one process only"):
         device.select("mps")
 
@@ -336,6 +366,13 @@ cat <<'TABLE'
 +---------------------------+---------------------+
 TABLE
 """
+
+
+def test_the_readme_lists_every_kind_field():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert [f.name for f in dataclasses.fields(device.Kind)
+            if f"| `{f.name}` |" not in readme] == []
 
 
 def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
