@@ -436,7 +436,8 @@ def train_compile(a):
                         "--batch-size", a.model_batch_size, "--precision", a.precision,
                         "--synthetic-steps", steps + a.warmup, "--max-steps", steps + a.warmup,
                         "--warmup-steps", a.warmup, "--monitor-interval", 0, "--out", out,
-                        *flags)
+                        # a throughput run: no accumulation up to a recipe's global batch
+                        "--grad-accum", 1, *flags)
                 return _record(out)["figures"]
         eager, compiled = side(), side("--compile")
         saved = a.model_batch_size / eager["p_core"] - a.model_batch_size / compiled["p_core"]

@@ -99,3 +99,23 @@ def test_engine_rows_carry_both_rates_the_build_and_the_bound(tmp_path):
     assert r["ratio"] == r["ours"] / r["reference"] and r["matmul_flops"] > 0
     assert r["bound"] == pytest.approx(1 / r["eager_share"])
     assert "of the fp32 matmul rate" in r["note"] and "room for about" in r["note"]
+
+
+def test_train_compile_runs_each_model_as_a_throughput_run(monkeypatch):
+    """Both sides of every model run without accumulation: ViT's recipe would otherwise
+    accumulate up to its global batch of 4096 and refuse a short run."""
+    calls = []
+
+    def fake_python(*args, timeout=None):
+        calls.append([str(x) for x in args])
+    monkeypatch.setattr(bench, "_python", fake_python)
+    monkeypatch.setattr(bench, "_record", lambda out: {"figures": {"p_core": 10.0,
+                                                                   "compile_s": 5.0}})
+    a = bench.get_args_parser().parse_args(["--only", "train_compile"])
+    for key, value in bench.defaults_for("cpu").items():
+        setattr(a, key, value)
+    rows = bench.train_compile(a)
+    assert [r["model"] for r in rows] == list(bench.MODELS) and len(calls) == 8
+    for args in calls:
+        assert args[args.index("--grad-accum") + 1] == "1"
+    assert ["--compile" in args for args in calls] == [False, True] * 4
