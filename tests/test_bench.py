@@ -106,7 +106,8 @@ def test_train_compile_runs_each_model_as_a_throughput_run(monkeypatch):
     accumulate up to its global batch of 4096 and refuse a short run."""
     calls = []
 
-    def fake_python(*args, timeout=None):
+    def fake_python(*args, timeout=None, cold_cache_in=None):
+        assert cold_cache_in is not None  # every compile timed as a first one
         calls.append([str(x) for x in args])
     monkeypatch.setattr(bench, "_python", fake_python)
     monkeypatch.setattr(bench, "_record", lambda out: {"figures": {"p_core": 10.0,
