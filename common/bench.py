@@ -15,8 +15,8 @@ both sides run in this process tree, alternating, in `--repeat` rounds (medians)
              resnetv2_152x2_bit, a training step and an inference step          goal >= 1.0
     engine   each <model>/infer.py: the engine's rate against eager's in the same run
              (p_infer_core / p_val_core), with the build time    goal >= 1.5, ResNet50 2.5
-             and the most any engine could give: the device's matmul rate over the
-             FLOP/s eager already reaches
+             and the room the device leaves: its matmul rate over the FLOP/s eager
+             already reaches
     train_compile  each <model>/train.py --synthetic: p_core with --compile / without,
              and after how many steps the compile time is paid back        reported, no goal
 

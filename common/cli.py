@@ -20,8 +20,8 @@ from common import files
 from common.errors import UserError
 from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
                           positive_float, positive_int)
-from common.precision import choices_for, peak_tflops_arg
 from common.launcher import world_from_env
+from common.precision import choices_for, peak_tflops_arg
 
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 

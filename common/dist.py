@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 
 from common import device as devices
-from common.precision import PRECISIONS, Precision
 from common.launcher import world_from_env
+from common.precision import PRECISIONS, Precision
 
 
 @dataclass

@@ -708,6 +708,7 @@ def load_references(path):
                         f"reference records, e.g. results/reference")
     return refs
 
+
 # our records beside the seeds' rows (--compare): which rows match is common/compare.py's
 
 def _comparison_columns(case):
