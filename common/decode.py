@@ -6,7 +6,9 @@ finishes.
     device  the workers read each file; a JPEG the device's decoder takes travels
             encoded, with its sample's key, and the main process decodes the batch's
             JPEGs in one call on the device (nvJPEG on NVIDIA), then crops each there
-            under the same seeded CPU generator as the host path: the very same crops.
+            under the same seeded CPU generator as the host path: the same crops (to
+            one level of 255 on a GPU, where torchvision resizes uint8 through float32;
+            exactly on a CPU, which resizes uint8 natively on both paths).
             Every other image (PNG, WebP, GIF, TIFF, BMP, grayscale, CMYK or YCCK,
             12-bit, lossless or arithmetic-coded JPEGs, a JPEG without its end marker or
             turned by its EXIF orientation) takes the host path inside the same batch,
