@@ -10,7 +10,7 @@ import torch
 import torchvision
 from conftest import run_script
 from PIL import Image
-from test_images import odd_images, picture
+from test_images import odd_images, picture, with_odd_images
 from test_resnet50 import only_record
 
 from common import compare, data, decode, device, make_dataset, report, scaling
@@ -113,11 +113,9 @@ def test_a_jpeg_turned_by_exif_reads_as_today_whichever_library(tmp_path):
 @pytest.fixture
 def mixed(tmp_path):
     """Two classes: JPEGs, and every other kind of image among them."""
-    root = make_dataset.write(str(tmp_path / "data"), classes=2, train_per_class=6,
-                              val_per_class=6, size=40)
-    for split in ("train", "val"):
-        folder = tmp_path / "data" / split / "n00000001"
-        odd_images(folder)
+    root, folders = with_odd_images(tmp_path, "n00000001", train_per_class=6,
+                                    val_per_class=6)
+    for folder in folders:
         jpeg_variants(folder)
     return root
 
@@ -293,3 +291,15 @@ def test_rows_decoded_apart_are_kept_apart(tmp_path):
     assert scaling.like_with_like(ours) != scaling.like_with_like({**ours, "decode": None})
     synthetic = {**ours, "data_source": "synthetic"}
     assert scaling.decode_mode(synthetic) is None
+
+
+def test_a_device_decoded_loader_stays_one_when_rebatched(dataset):
+    """--batch-size auto rebatches, and an empty shard's stand-in batch is made the
+    loader's way: both still come out decoded on the device."""
+    _, loader = batches(dataset, "val", TRANSFORMS["val"], on(LIBRARIES[0]))
+    again = data.rebatched(loader, 2, cpu_run())
+    assert isinstance(again, decode.DeviceDecodedLoader) and len(again) == 10
+    images, labels = data.batch_of(again, [0])
+    host_images, host_labels = data.batch_of(batches(dataset, "val", TRANSFORMS["val"],
+                                                     HOST)[1], [0])
+    assert torch.equal(images, host_images) and torch.equal(labels, host_labels)
