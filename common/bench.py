@@ -2,7 +2,7 @@
 both sides run in this process tree, alternating, in `--repeat` rounds (medians).
 
     python -m common.bench                      # every comparison, sizes for this device
-    python -m common.bench --only loader models # some of: harness loader models engine
+    python -m common.bench --only loader models # some of: harness loader decode models engine
     python -m common.bench --only engine --models resnet50
     python -m common.bench --image-size 224 --batch-size 256 --precision amp
 
@@ -11,6 +11,9 @@ both sides run in this process tree, alternating, in `--repeat` rounds (medians)
     loader   images/s of our training loader (uint8 crops in the workers, normalised as
              a batch on the device) / the classic PIL + ToTensor + Normalize loader, on
              the same generated ~500x375 JPEGs with the same workers             goal >= 1.5
+    decode   images/s of our training loader's batches ready on the device, the JPEGs
+             decoded on the device (--decode device) / in the workers (--decode host),
+             the same JPEGs, workers and crops                          reported, no goal
     models   our ViT-B/16 / torchvision vit_b_16 and our BiT-M-R152x2 / timm's
              resnetv2_152x2_bit, a training step and an inference step          goal >= 1.0
     engine   each <model>/infer.py: the engine's rate against eager's in the same run
@@ -46,7 +49,7 @@ from common.flags import Parser, non_negative_int, positive_int
 from common.precision import PRECISIONS, choices_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPARISONS = ("harness", "loader", "models", "engine", "train_compile")
+COMPARISONS = ("harness", "loader", "decode", "models", "engine", "train_compile")
 MODELS = ("resnet50", "mobilenetv2", "vit", "bit")
 
 
@@ -97,53 +100,13 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
     args = get_args_parser().parse_args()
 
 import torch
-import torch.utils.data as tud
 import torchvision
 from tabulate import tabulate
 
-from common import data, device, dist, make_dataset, optim
+from common import device, optim
+from common.bench_input import decode, loader  # noqa: F401  (comparisons main() finds by name)
+from common.bench_rounds import alternate, row, timed_rate
 from common.report import write_json
-
-
-def timed_rate(step, steps, warmup, dev, images_per_step):
-    """images/s of `steps` calls of step() after `warmup` untimed ones, from a
-    synchronised start to a synchronised end."""
-    for _ in range(warmup):
-        step()
-    dev.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dev.synchronize()
-    return steps * images_per_step / (time.perf_counter() - t0)
-
-
-def alternate(repeat, *sides):
-    """Each side's results over `repeat` rounds; in each round the sides run one after
-    another, so that a round's results are paired (the same state of the machine)."""
-    results = [[] for _ in sides]
-    for _ in range(repeat):
-        for i, side in enumerate(sides):
-            results[i].append(side())
-    return results
-
-
-def row(name, ours, ref, unit, goal=None, note=""):
-    """A table row from each side's results: a list per side (paired by round, from
-    alternate()) or one figure. The figures are the medians; the ratio is theirs. The
-    verdict is `met` when every round's ratio reaches the goal, `NOT met` when none
-    does, and `within noise` when the rounds fall on both sides of it."""
-    ours, ref = (v if isinstance(v, list) else [v] for v in (ours, ref))
-    rounds = [a / b for a, b in zip(ours, ref) if a and b]
-    mine = statistics.median(ours) if None not in ours else None
-    theirs = statistics.median(ref) if None not in ref else None
-    ratio = mine / theirs if mine and theirs else None
-    verdict = ""
-    if goal is not None and ratio is not None:
-        verdict = ("met" if min(rounds) >= goal else "NOT met" if max(rounds) < goal
-                   else "within noise")
-    return {"comparison": name, "ours": mine, "reference": theirs, "unit": unit,
-            "ratio": ratio, "rounds": rounds, "goal": goal, "verdict": verdict, "note": note}
 
 
 # 1. harness overhead
@@ -217,69 +180,6 @@ def harness(a):
     mine, ref = alternate(a.repeat, ours, bare)
     return [row("harness: resnet50/train.py p_core / bare loop", mine, ref, "img/s", 0.98,
                 f"ResNet50 {a.precision} bs {a.batch_size} at {a.image_size} px")]
-
-
-# 2. input pipeline
-
-def classic_loader(root, batch_size, workers, pin):
-    """The loader most ImageNet scripts use: float tensors normalised in the workers."""
-    from torchvision import transforms as T
-    tf = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
-                    T.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)])
-    return tud.DataLoader(torchvision.datasets.ImageFolder(root, tf), batch_size=batch_size,
-                          shuffle=True, num_workers=workers, pin_memory=pin, drop_last=True,
-                          persistent_workers=workers > 0)
-
-
-def loader_rate(loader, batches, finish=lambda images: images):
-    """images/s over `batches` batches, timed from the first batch on (worker start-up
-    is left out, the same for both loaders)."""
-    it = iter(loader)
-    next(it)
-    t0, images = time.perf_counter(), 0
-    for _ in range(batches):
-        x, _ = next(it)
-        finish(x)
-        images += x.shape[0]
-    return images / (time.perf_counter() - t0)
-
-
-def loader(a):
-    run = dist.Run(0, 0, 1, 1, device.select())
-    dev = run.device
-    with tempfile.TemporaryDirectory() as root:
-        # ~500x375 JPEGs, the size of a typical ImageNet photo
-        n = a.batch_size * (a.loader_batches + 1)
-        make_dataset.write(root, classes=4, train_per_class=-(-n // 4), val_per_class=0,
-                           size=440)
-        normalize = data.normalizer(data.IMAGENET_MEAN, data.IMAGENET_STD, dev.torch_device)
-
-        def ours(normalised=False):
-            dataset = data.image_folder(root, "train", data.train_transform(224))
-            ld = data.train_loader(dataset, a.batch_size, a.workers, run)
-
-            def finish(x):  # what our loader leaves to the device: copy and normalise
-                x = x.to(dev.torch_device, non_blocking=True)
-                if normalised:
-                    normalize(x)
-                dev.synchronize()
-            return loader_rate(ld, a.loader_batches, finish)
-
-        def classic():
-            ld = classic_loader(os.path.join(root, "train"), a.batch_size, a.workers,
-                                dev.pin_memory)
-
-            def finish(x):
-                x.to(dev.torch_device, non_blocking=True)
-                dev.synchronize()
-            return loader_rate(ld, a.loader_batches, finish)
-        mine, mine_normalised, ref = alternate(a.repeat, ours, lambda: ours(True), classic)
-    setting = f"{a.workers} workers, batch {a.batch_size}, 224 px crops of ~500x375 JPEGs"
-    return [row("loader: ours / PIL + ToTensor + Normalize", mine, ref, "img/s", 1.5, setting),
-            # the classic loader normalises in its workers, ours on the device: on a cpu
-            # that is the main process, beside the workers
-            row("loader + normalising on the device / the same", mine_normalised, ref, "img/s",
-                None, f"{setting}; on {dev.type}")]
 
 
 # 3. our hand-written models against their references

@@ -34,7 +34,9 @@ from common.errors import UserError
 # flags that change how a run is carried out or reported, not what it computes
 OPERATIONAL = {"out", "resume", "keep_checkpoint", "checkpoint_every", "debug", "print_freq",
                "workers", "lang", "monitor_interval", "skip_bad_images", "device",
-               "dist_timeout", "profile"}
+               "dist_timeout", "profile",
+               # both paths give the very same crops: a run may resume on the other
+               "decode", "decoding"}
 # flags that name a file or folder: the same one however it is spelt
 PATHS = {"data_dir", "weights"}
 # flags only some scripts have, which the parser sets to None for the others: left out

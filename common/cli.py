@@ -24,6 +24,7 @@ from common.launcher import world_from_env
 from common.precision import choices_for, peak_tflops_arg
 
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
+DECODE_MODES = ("auto", "host", "device")  # common/decode.py's
 
 # recipe hyper-parameters and their short names in the fix_hp column
 HP_NAMES = {
@@ -74,6 +75,10 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
     a("--image-size", type=positive_int, default=image_size, help=image_help)
     a("--workers", type=non_negative_int, default=default_workers(),
       help="data loader processes per rank (default: the cores per local rank, at most 8)")
+    a("--decode", choices=DECODE_MODES, default="auto",
+      help="where JPEGs are decoded: host (the loader's workers), device (the batch on the "
+           "device, nvJPEG on NVIDIA; other images still on the host), auto: device where "
+           "its decoder works, host elsewhere (and on a CPU)")
     a("--seed", type=non_negative_int, default=0)
     a("--device", default="auto", help="torch device type (cuda, cpu, ...); auto picks")
     a("--num-classes", type=positive_int, default=1000, help="classes with --synthetic")
@@ -87,6 +92,8 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
     a("--peak-tflops", type=peak_tflops_arg, default=None,
       help="the device's dense peak for MFU, where the table lacks it: 312 or fp16=312,fp32=19.5")
     p.set_defaults(model=None)  # a script of several model sizes adds --model
+    p.set_defaults(decoding=None)  # the path --decode resolves to, for the record (data.py)
+    p.rules.append(check_decode)
     return p
 
 
@@ -199,6 +206,11 @@ def infer_parser(description, *, image_size=224, batch_size=256, channels_last=F
 
 def check_out(args):
     files.check_writable(args.out)
+
+
+def check_decode(args):
+    if args.synthetic and args.decode == "device":
+        raise UserError("--decode device: --synthetic decodes no images; leave one of them out")
 
 
 def check_resume(args):

@@ -7,9 +7,10 @@ results/reference/ holds one record per row of the seed case reports, in the for
 scripts write, with the precision class the row really ran in (the seeds' "fp32" rows
 ran as tf32, ViT's as amp) and a note on how it was run. A record of ours is set beside
 a reference row only when both ran the same thing: model, case, nodes x devices,
-precision class and per-device batch, and image size, data source and engine where both
-records name them. Anything else says "no reference"; where a reference row differs in
-exactly one of those, the note says what to run to match it.
+precision class and per-device batch, and image size, data source, engine and where
+the images were decoded (the seeds: on the host) where both records name them.
+Anything else says "no reference"; where a reference row differs in exactly one of
+those, the note says what to run to match it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from common import scaling
 
 # keys every comparison matches on, and keys it matches on where both records name them
 MATCH = ("model", "case", "config", "precision", "batch_size")
-MATCH_IF_BOTH = ("image_size", "data_source", "engine")
+MATCH_IF_BOTH = ("image_size", "data_source", "engine", "decode")
 
 # table column -> (figure, True where smaller is faster); the ratio is ours / reference,
 # inverted for latency so that above 1 always means ours is faster
@@ -34,7 +35,8 @@ def facts(rec):
     return {"model": rec.get("model"), "case": rec.get("case"), "config": rec.get("config"),
             "precision": rec.get("precision"), "batch_size": rec.get("batch_size"),
             "image_size": rec.get("image_size", args.get("image_size")),
-            "data_source": data, "engine": rec.get("engine")}
+            "data_source": data, "engine": rec.get("engine"),
+            "decode": scaling.decode_mode(rec)}
 
 
 def differences(ours, ref):
@@ -62,6 +64,8 @@ HINTS = {
     "data_source": lambda ref: "the seed's row ran on real ImageNet: run with --data-dir",
     "engine": lambda ref: f"the seed's row ran the {ref['engine']} engine: "
                           f"run with --engine {ref['engine']}",
+    "decode": lambda ref: f"the seed's row decoded its images on the {facts(ref)['decode']}: "
+                          f"run with --decode {facts(ref)['decode']}",
 }
 
 

@@ -2,36 +2,33 @@
 
 The layout is the one `extract_ILSVRC.sh` makes: DATA/train/<class>/*.JPEG and
 DATA/val/<class>/*.JPEG. Workers decode with libjpeg-turbo straight into uint8
-tensors (torchvision.io; PIL only for what it cannot read) and crop and resize those
-(4x less to pin and copy than float); conversion and normalisation happen on the
-device, as one batch operation. Training shards with DistributedSampler; evaluation shards without
-padding, so every validation image is seen exactly once across ranks.
+tensors (TorchCodec or torchvision.io; PIL only for what they cannot read) and crop
+and resize those (4x less to pin and copy than float), or, with --decode device, hand
+the JPEGs over encoded for the device to decode and crop (common/decode.py);
+conversion and normalisation happen on the device, as one batch operation. Training
+shards with DistributedSampler; evaluation shards without padding, so every
+validation image is seen exactly once across ranks.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import threading
 import time
 
-import numpy as np
 import torch
 import torch.utils.data as tud
 import torchvision
-from PIL import Image
-try:  # deprecated since torchvision 0.29, in favour of torchcodec; PIL reads all without it
-    from torchvision.io import ImageReadMode, decode_image, read_file
-except ImportError:
-    decode_image = None
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 from torchvision.transforms import v2
 
-from common import cli, progress
+from common import cli, decode, progress
 from common.dist import print0
+from common.decode import decoder_said, read_image
 from common.errors import UserError
 
 # what ImageFolder reads, and GIF (its first frame), which read_image decodes too
@@ -42,42 +39,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class DataError(UserError):
     """Something about the dataset the user can fix; the message says what."""
-
-
-def read_image(path):
-    """An image file as a uint8 (3, H, W) tensor, 8-bit RGB whatever the file holds
-    (16-bit, palette, alpha, grayscale, CMYK; the first frame of an animation).
-    torchvision.io decodes JPEG, PNG, WebP and GIF into a tensor directly, about 1.25x
-    faster than PIL here, and resizing that tensor is about 2x faster than resizing a
-    PIL image; PIL reads what torchvision.io cannot (a CMYK JPEG on an older
-    torchvision, TIFF, BMP, ...), and its error is the one reported for a file neither
-    can decode."""
-    try:
-        if decode_image is not None:
-            return _eight_bit(decode_image(read_file(path), mode=ImageReadMode.RGB))
-    except RuntimeError:
-        pass
-    with open(path, "rb") as f:
-        return v2.functional.pil_to_tensor(_pil_rgb(Image.open(f)))
-
-
-def _eight_bit(image):
-    if image.ndim == 4:  # the frames of an animated GIF: the first, as PIL reads it
-        image = image[0]
-    if image.dtype == torch.uint16:  # a 16-bit PNG: its top 8 bits, 65535 -> 255
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image
-
-
-def _pil_rgb(image):
-    """8-bit RGB from a PIL image of any mode; PIL's own convert() would clip 16- and
-    32-bit grayscale at 255 instead of scaling it."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        levels = np.asarray(image, dtype=np.int64) >> 8
-        image = Image.fromarray(np.clip(levels, 0, 255).astype(np.uint8))
-    elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
-    return image.convert("RGB")
 
 
 # transform presets: uint8 CHW tensor in and out
@@ -152,13 +113,6 @@ class BadImage(DataError):
     """An image file that PIL cannot decode."""
 
 
-def decoder_said(error):
-    """A decoder's complaint, short, without the file object PIL puts in it."""
-    said = re.sub(r" ?<_io\.\w+ name=[^>]*>", "", str(error).strip().splitlines()[0]
-                  if str(error).strip() else type(error).__name__)
-    return said[:100]
-
-
 class SeededSamples(tud.Dataset):
     """A training set whose random augmentation of a sample depends on (seed, epoch,
     index, copy) alone, not on which worker loads it: a resumed run sees the very crops
@@ -166,25 +120,51 @@ class SeededSamples(tud.Dataset):
     (epoch, index, copy) from RepeatedSampler.
 
     A file that cannot be decoded stops the run naming it; with skip_bad=True the next
-    good sample stands in for it and the count of skipped files is kept."""
+    good sample stands in for it and the count of skipped files is kept. With a
+    `decoding` on the device, a JPEG that the device decoder takes is handed over
+    encoded, with its key, for decode.finish to crop on the device under the same seed."""
 
-    def __init__(self, dataset, seed, skip_bad=False, can_skip=True):
+    def __init__(self, dataset, seed, skip_bad=False, can_skip=True, decoding=None):
         self.dataset, self.seed, self.skip_bad, self.can_skip = dataset, seed, skip_bad, can_skip
+        self.decoding = decoding
         self.bad = multiprocessing.Value("i", 0)  # shared with the loader's workers
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, key):
-        epoch, index, copy = (*key, 0)[:3] if isinstance(key, tuple) else (0, key, 0)
+        key = (*key, 0)[:3] if isinstance(key, tuple) else (0, key, 0)
+        if self.decoding is not None and self.decoding.on_device:
+            path, label = self.dataset.samples[key[1]]
+            raw = decode.read_encoded(path) if os.path.isfile(path) else None
+            if raw is not None and decode.device_takes(raw):
+                return decode.Encoded(raw, key), label
+        return self.host_sample(key)
+
+    @contextlib.contextmanager
+    def seeded(self, epoch, index, copy):
+        """The cpu generator the transforms draw from, seeded for this sample alone
+        (torch.manual_seed would seed every device too, 20x slower): the v2 transforms
+        draw their parameters from it whichever device the image is on. The caller's
+        random state is as it was afterwards."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(
+                ((self.seed * 1_000_003 + epoch) * 1_000_000_007 + index
+                 + copy * 0x9E3779B97F4A7C15) % 2 ** 63)
+            yield
+
+    def crop(self, image, key):
+        """The dataset's transform of an image decoded elsewhere (the device), under the
+        seed of its sample `key`: the crop the host path makes of it."""
+        with self.seeded(*key):
+            return self.dataset.transform(image)
+
+    def host_sample(self, key):
+        """(image, label) of (epoch, index, copy), decoded and cropped on the host."""
+        epoch, index, copy = key
         for tries in range(len(self.dataset)):
             i = (index + tries) % len(self.dataset)
-            with torch.random.fork_rng(devices=[]):
-                # the cpu generator the transforms draw from (torch.manual_seed would seed
-                # every device too, 20x slower)
-                torch.default_generator.manual_seed(
-                    ((self.seed * 1_000_003 + epoch) * 1_000_000_007 + i
-                     + copy * 0x9E3779B97F4A7C15) % 2 ** 63)
+            with self.seeded(epoch, i, copy):
                 try:
                     return self.dataset[i]
                 except Exception as e:  # noqa: BLE001  (any decoder's or transform's error)
@@ -268,15 +248,24 @@ def _end_on_sigterm_from(rank_pid):
     os._exit(128 + signal.SIGTERM)
 
 
-def _loader(dataset, batch_size, sampler, workers, run, drop_last):
-    return tud.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        pin_memory=run.device.pin_memory, drop_last=drop_last,
+def _loader(samples, batch_size, sampler, workers, pin_memory, drop_last):
+    """The DataLoader of SeededSamples: one whose batches come out decoded on the device
+    where its samples say so (decode.DeviceDecodedLoader), a plain one otherwise."""
+    on_device = samples.decoding is not None and samples.decoding.on_device
+    return (decode.DeviceDecodedLoader if on_device else tud.DataLoader)(
+        samples, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=pin_memory, drop_last=drop_last,
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=leave_stop_signals_to_the_rank,
         # the workers' seeds from a generator of their own, not from the global random
         # state that the training step draws on (mixup): resuming keeps both in step
         generator=torch.Generator().manual_seed(0))
+
+
+def batch_of(loader, indices):
+    """The batch `loader` makes of these samples, as its iteration gives it."""
+    batch = loader.collate_fn([loader.dataset[i] for i in indices])
+    return loader.finish(batch) if isinstance(loader, decode.DeviceDecodedLoader) else batch
 
 
 def check_batch_size(batch_size, images, run, split="training"):
@@ -285,23 +274,25 @@ def check_batch_size(batch_size, images, run, split="training"):
                         f"images give each of {run.world_size} ranks; use a smaller batch")
 
 
-def train_loader(dataset, batch_size, workers, run, seed=0, skip_bad=False, repeats=1):
-    """Shuffled full batches of this rank's share; `repeats` > 1: repeated augmentation."""
+def train_loader(dataset, batch_size, workers, run, seed=0, skip_bad=False, repeats=1,
+                 decoding=None):
+    """Shuffled full batches of this rank's share; `repeats` > 1: repeated augmentation;
+    `decoding`: a decode.Decoding (None: on the host)."""
     check_batch_size(batch_size, len(dataset), run)
     shard = dict(num_replicas=run.world_size, rank=run.rank, shuffle=True, seed=seed,
                  drop_last=True)
     sampler = (RepeatedSampler(dataset, repeats, **shard) if repeats > 1 else
                EpochSampler(dataset, **shard))
     # full batches only: every timed step does the same work
-    return _loader(SeededSamples(dataset, seed, skip_bad), batch_size, sampler, workers, run,
-                   drop_last=True)
+    return _loader(SeededSamples(dataset, seed, skip_bad, decoding=decoding), batch_size,
+                   sampler, workers, run.device.pin_memory, drop_last=True)
 
 
-def eval_loader(dataset, batch_size, workers, run):
+def eval_loader(dataset, batch_size, workers, run, decoding=None):
     sampler = ShardSampler(len(dataset), run.rank, run.world_size)
     # no skipping here: accuracy is over every validation image
-    return _loader(SeededSamples(dataset, 0, can_skip=False), batch_size, sampler, workers,
-                   run, drop_last=False)
+    return _loader(SeededSamples(dataset, 0, can_skip=False, decoding=decoding), batch_size,
+                   sampler, workers, run.device.pin_memory, drop_last=False)
 
 
 class SyntheticLoader:
@@ -334,12 +325,8 @@ def rebatched(loader, batch_size, run):
         return SyntheticLoader(batch_size, **loader.settings)
     if loader.drop_last:  # a training loader: full batches only
         check_batch_size(batch_size, len(loader.dataset), run)
-    return tud.DataLoader(
-        loader.dataset, batch_size=batch_size, sampler=loader.sampler,
-        num_workers=loader.num_workers, pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last, persistent_workers=loader.persistent_workers,
-        prefetch_factor=loader.prefetch_factor, worker_init_fn=loader.worker_init_fn,
-        generator=loader.generator)
+    return _loader(loader.dataset, batch_size, loader.sampler, loader.num_workers,
+                   loader.pin_memory, loader.drop_last)
 
 
 def batch_size_of(args):
@@ -360,12 +347,22 @@ def loaders(args, run, train_tf, eval_tf, repeats=1):
     check_same_classes(train_set, val_set)
     for split in (train_set, val_set):
         warn_unread(split, run)
+    decoding = decoding_for(args, run)
     train = train_loader(train_set, batch_size_of(args), args.workers, run, args.seed,
-                         args.skip_bad_images, repeats)
+                         args.skip_bad_images, repeats, decoding)
     cli.check_steps(args, len(train), f"{len(train_set)} training images at --batch-size "
                                       f"{batch_size_of(args)} on {run.world_size} ranks")
-    return (train, eval_loader(val_set, batch_size_of(args), args.workers, run),
+    return (train, eval_loader(val_set, batch_size_of(args), args.workers, run, decoding),
             args.num_classes)
+
+
+def decoding_for(args, run):
+    """The decode.Decoding of --decode on this rank's device, said once and kept in
+    args.decoding for the record."""
+    decoding = decode.resolve(args.decode, run.device)
+    args.decoding = decoding.record()
+    print0(run, f"decode: {decoding.words()}")
+    return decoding
 
 
 def scan(args, run, **transforms):
@@ -398,7 +395,8 @@ def val_inputs(args, run, eval_tf, mean=IMAGENET_MEAN, std=IMAGENET_STD):
                         f"every rank needs one: launch at most {len(val_set)} processes")
     # no batch of that size would run: the full-batch figures (latency) would be no one's
     check_batch_size(args.batch_size, len(val_set), run, "validation")
-    return eval_loader(val_set, args.batch_size, args.workers, run), args.num_classes, normalize
+    loader = eval_loader(val_set, args.batch_size, args.workers, run, decoding_for(args, run))
+    return loader, args.num_classes, normalize
 
 
 def imagenet_inputs(args, run, randaugment_magnitude=None, repeats=1):
@@ -414,7 +412,8 @@ def imagenet_inputs(args, run, randaugment_magnitude=None, repeats=1):
 
 
 def to_device(batch, run):
-    """Start the host -> device copy of (images, labels); it overlaps with queued work."""
+    """Start the host -> device copy of (images, labels); it overlaps with queued work.
+    A batch decoded on the device is there already."""
     dev = run.device.torch_device
     return tuple(t.to(dev, non_blocking=True) for t in batch)
 

@@ -60,6 +60,7 @@ class Kind:
     compile_mode: str = "default"       # torch.compile mode of the inference engine
     label_prefixes: tuple = ()  # words before the model in device names, besides the vendor
     tf32_switches: tuple = ()   # attributes of `api` that let fp32 math run in a shorter form
+    jpeg_decoders: tuple = ()   # image libraries that decode JPEG batches on it (--decode)
 
     def visible_ids(self, n):
         """The ids (index or uuid) the tools know the node's first n devices by."""
@@ -86,7 +87,8 @@ INTEL_DUMP = ["xpu-smi", "dump", "-d", "-1", "-m", "0,1,3,18", "-n", "1"]
 KINDS = [
     Kind("NVIDIA", "cuda", "nccl", visible=("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"),
          monitors=CUDA_TOOLS, fused_optimizer=True, profiler_activity="CUDA",
-         compile_mode="max-autotune", label_prefixes=("Tesla", "GeForce", "Instinct")),
+         compile_mode="max-autotune", label_prefixes=("Tesla", "GeForce", "Instinct"),
+         jpeg_decoders=("torchcodec", "torchvision")),  # nvJPEG, both
     Kind("Moore Threads", "musa", "mccl", plugin="torch_musa", visible=("MUSA_VISIBLE_DEVICES",),
          monitors=(tools.command("mthreads-gmi", ["mthreads-gmi"], tools.parse_smi_table),)),
     Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu", visible=("MLU_VISIBLE_DEVICES",),
@@ -104,7 +106,9 @@ KINDS = [
          monitors=(tools.command("xpu-smi", INTEL_DUMP, tools.parse_xpu_dump),),
          fused_optimizer=True, label_prefixes=("Intel(R)", "Data Center")),
     Kind("Apple", "mps", None),
-    Kind("CPU", "cpu", "gloo", fused_optimizer=True),
+    # libjpeg-turbo, in the main process: --decode device only, never auto's choice
+    Kind("CPU", "cpu", "gloo", fused_optimizer=True,
+         jpeg_decoders=("torchcodec", "torchvision")),
 ]
 
 # dense peak TFLOP/s of one device per precision, from each product's data sheet (the
@@ -337,6 +341,24 @@ class Device:
     @property
     def reports_out_of_memory(self):
         """False on a cpu: the system kills the process instead of raising an error."""
+        return self.type != "cpu"
+
+    def jpeg_decoders(self):
+        """The image libraries whose batched JPEG decoder may run on this device, in
+        the order to try them (common/decode.py tries each on a small JPEG first).
+        ROCm builds: torchcodec's device decoder is nvJPEG, absent there (its rocJPEG
+        one is still to come); torchvision's decode_jpeg(device='cuda') works only in
+        AMD's builds with rocJPEG (ROCm/vision; upstream torchvision removed its
+        rocJPEG decoder before releasing it), elsewhere it says 'torchvision not
+        compiled with nvJPEG support'."""
+        if self.type == "cuda" and torch.version.hip:
+            return ("torchvision",)
+        return self.kind.jpeg_decoders
+
+    @property
+    def decoding_frees_the_host(self):
+        """True where decoding on the device takes the work off the host's cores; a
+        cpu "device" is the main process itself, beside the loader's workers."""
         return self.type != "cpu"
 
     def ddp_device_ids(self):

@@ -129,6 +129,7 @@ def _record(run, args, case, model_name, figures, **fields):
         "data_source": "synthetic" if args.synthetic else
                        "generated" if make_dataset.is_generated(args.data_dir) else "real",
         "data": "synthetic" if args.synthetic else os.path.abspath(args.data_dir),
+        "decode": args.decoding,  # where and by what the images were decoded; None: synthetic
         **fields, "args": vars(args),
         "started": datetime.datetime.fromtimestamp(
             time.time() - clocks.e2e_time()).astimezone().isoformat(timespec="seconds"),
@@ -358,18 +359,21 @@ ROW_KINDS = {  # what a row is when it is not a run of the case as published: en
     "generated": ("generated data", "生成的数据集"),
     "random": ("random weights", "随机权重"),
     "short": ("short run, throughput only", "未完成配方, 仅吞吐量"),
+    "device_decode": ("decoded on the device", "设备端解码"),
 }
 
 
 def row_kinds(rec):
     """What sets a row apart from a full run of the case on real data, as keys of
     ROW_KINDS: a seed's published row; synthetic data; a dataset common.make_dataset
-    generated; random weights where the case serves or fine-tunes published ones; a
+    generated; images decoded on the device; random weights where the case serves or fine-tunes published ones; a
     training run that stopped before its recipe's end."""
     kinds = ["reference"] if "reference" in rec else []  # results/reference/: not ours
     data = scaling.data_source(rec)
     if data in ("synthetic", "generated"):  # generated: common.make_dataset's, not ImageNet
         kinds.append(data)
+    if scaling.decode_mode(rec) == "device":  # the seeds decoded on the host
+        kinds.append("device_decode")
     random = rec.get("weights_source", rec.get("weights")) == "random"
     # a training script with --weights fine-tunes; the others leave it None (or out)
     fine_tunes = rec.get("args", {}).get("weights") is not None

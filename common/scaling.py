@@ -3,8 +3,9 @@
 From training records of the same case at several sizes, e.g. 1x1, 1x8 and 2x8: p_core
 per device and the scaling efficiency, p_core at N devices / (N x p_core at one device).
 Records are of the same case only when they agree on everything but the size: model,
-device, data source (real or synthetic), image size, precision, per-device batch and
-engine; any other pair gets rows of its own. Without a 1x1 record the efficiency is
+device, data source (real or synthetic), where the images were decoded (host or
+device: the input path is another), image size, precision, per-device batch and engine;
+any other pair gets rows of its own. Without a 1x1 record the efficiency is
 left empty.
 """
 from __future__ import annotations
@@ -22,14 +23,23 @@ def data_source(rec):
     return "synthetic" if rec["data"] == "synthetic" else "real"
 
 
+def decode_mode(rec):
+    """'host' or 'device': where the run decoded its images; None for synthetic data.
+    Records older than the field, and the seeds', decoded on the host."""
+    if data_source(rec) == "synthetic":
+        return None
+    return (rec.get("decode") or {}).get("mode") or "host"
+
+
 def like_with_like(rec):
     """What two records must share to be compared or combined: everything but the size,
     accumulation included (an optimizer step over K micro-batches is another step).
     Records older than these fields count their data from the data path."""
     data = data_source(rec)
     accum = rec.get("grad_accum", (rec.get("recipe") or {}).get("grad_accum"))
-    return (rec["model"], rec["case"], rec["device"]["label"], data, rec.get("image_size"),
-            rec["precision"], rec.get("batch_size"), rec.get("engine"), accum)
+    return (rec["model"], rec["case"], rec["device"]["label"], data, decode_mode(rec),
+            rec.get("image_size"), rec["precision"], rec.get("batch_size"), rec.get("engine"),
+            accum)
 
 
 def scaling_rows(records):
@@ -42,11 +52,12 @@ def scaling_rows(records):
     rows = []
     for (case, nodes, per_node), r in sorted(latest.items(),
                                              key=lambda kv: (str(kv[0][0]), kv[0][1] * kv[0][2])):
-        model, _, device, data, image_size, precision, bs, _, _ = case
+        model, _, device, data, decoded, image_size, precision, bs, _, _ = case
         devices = nodes * per_node
         p_core = r["figures"]["p_core"]
         one = base.get(case)
-        rows.append({"case": case, "model": model, "device": device, "data": data,
+        rows.append({"case": case, "model": model, "device": device,
+                     "data": data if decoded != "device" else f"{data}, device decode",
                      "img": image_size, "precision": precision, "bs": bs,
                      "config": f"{nodes}x{per_node}", "devices": devices, "p_core": p_core,
                      "per_device": p_core / devices,

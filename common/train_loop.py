@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-import torch.utils.data as tud
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (auto_batch, checkpoint, cli, data, dist, history, monitor, optim, profile,
@@ -37,7 +36,7 @@ def _lockstep_batches(loader, run):
         yield batch, True
     if batch is None and most > 0:
         # an empty shard (fewer images than ranks) still has to join every forward
-        batch = tud.default_collate([loader.dataset[0]])
+        batch = data.batch_of(loader, [0])
     for _ in range(int(most) - len(loader)):
         yield batch, False
 

@@ -120,3 +120,16 @@ def test_train_compile_runs_each_model_as_a_throughput_run(monkeypatch):
     for args in calls:
         assert args[args.index("--grad-accum") + 1] == "1"
     assert ["--compile" in args for args in calls] == [False, True] * 4
+
+
+def test_bench_decode_compares_the_device_path_with_the_host_path(tmp_path):
+    """On a CPU the device side decodes in the main process: the same code, timed."""
+    proc = run_script(["-m", "common.bench", "--only", "decode", "--repeat", 2,
+                       "--batch-size", 4, "--loader-batches", 2, "--workers", 1,
+                       "--out", tmp_path], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (name,) = os.listdir(tmp_path)
+    (r,) = json.loads((tmp_path / name).read_text())["rows"]
+    assert r["comparison"] == "decode: on the device / on the host"
+    assert r["ours"] > 0 and r["reference"] > 0 and len(r["rounds"]) == 2
+    assert r["note"].endswith(" on cpu") and r["goal"] is None

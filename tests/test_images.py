@@ -32,6 +32,16 @@ def odd_images(folder):
     return ramp
 
 
+def with_odd_images(tmp_path, class_folder, **sizes):
+    """A generated dataset (2 classes) with odd_images in one class folder of each
+    split; (its root, those two folders)."""
+    root = make_dataset.write(str(tmp_path / "data"), classes=2, size=40, **sizes)
+    folders = [tmp_path / "data" / split / class_folder for split in ("train", "val")]
+    for folder in folders:
+        odd_images(folder)
+    return root, folders
+
+
 def test_every_decodable_image_becomes_8_bit_rgb(tmp_path):
     ramp = odd_images(tmp_path)
     for name in os.listdir(tmp_path):
@@ -46,11 +56,9 @@ def test_every_decodable_image_becomes_8_bit_rgb(tmp_path):
 
 
 def test_unread_files_are_counted_and_odd_images_are_used(tmp_path):
-    root = make_dataset.write(str(tmp_path / "data"), classes=2, train_per_class=8,
-                              val_per_class=3, size=40)
-    for split in ("train", "val"):
-        folder = tmp_path / "data" / split / "n00000000"
-        odd_images(folder)
+    root, folders = with_odd_images(tmp_path, "n00000000", train_per_class=8,
+                                    val_per_class=3)
+    for folder in folders:
         (folder / "notes.txt").write_text("not an image")
         (folder / "photo.heic").write_bytes(b"\0" * 10)
     (tmp_path / "data" / "val" / "n00000001" / "scan.HEIC").write_bytes(b"\0" * 10)
