@@ -7,7 +7,7 @@ from conftest import run_script
 ENTRY_POINTS = [[f"{model}/{case}.py"] for model in ("resnet50", "mobilenetv2", "vit", "bit")
                 for case in ("train", "infer")]
 ENTRY_POINTS += [["-m", module] for module in ("common.report", "common.make_dataset",
-                                                "common.bench")]
+                                                "common.bench", "common.gpu_checks")]
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS, ids=lambda e: e[-1])

@@ -12,7 +12,7 @@ PACKAGES = ("common", "resnet50", "mobilenetv2", "vit", "bit")
 # each layer imports only from the layers after it, never from one before
 LAYERS = [("resnet50.train", "mobilenetv2.train", "vit.train", "bit.train",
            "resnet50.infer", "mobilenetv2.infer", "vit.infer", "bit.infer",
-           "common.report", "common.bench", "common.make_dataset"),
+           "common.report", "common.bench", "common.make_dataset", "common.gpu_checks"),
           ("common.train_loop", "common.infer_loop"),
           ("common.clocks", "common.checkpoint", "common.monitor"),
           ("common.dist",),
