@@ -1,7 +1,9 @@
 """Commands run one after another against one deadline, each timed, none left running.
 
-A step starts only while its planned seconds still fit before the deadline. One still
-running at the deadline, or past its own limit, gets SIGTERM and after a grace SIGKILL,
+The deadline is when the whole run is over: the steps get it less `reserve_s`, the time
+kept at the end for stopping a step and for what follows them (the tables). A step
+starts only while its planned seconds still fit before that. One still running then, or
+past its own limit, gets SIGTERM and after a grace SIGKILL,
 sent to its whole process group (loader workers, compile workers): a training run given
 SIGTERM writes its record marked incomplete, and the next step finds the device free.
 A step that fails is named with its last error line and the rest go on. No torch here:
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 GRACE_S = 10  # after SIGTERM: a training run stops at its next step and writes its record
+AFTER_S = 5   # what follows the steps: rendering the tables
 # a step may take this many times its plan (plus a margin) before it is taken for hung
 LIMIT_FACTOR, LIMIT_MARGIN_S = 3, 30
 
@@ -54,27 +57,35 @@ class Deadline:
     seconds: float | None          # None: no deadline
     grace_s: float = GRACE_S
     margin_s: float = LIMIT_MARGIN_S
+    reserve_s: float = GRACE_S + AFTER_S  # kept after the steps: a stopped step's grace, the tables
 
     def elapsed(self):
         return time.time() - self.start
+
+    @property
+    def steps_end(self):
+        """Seconds from the start by which the steps are over."""
+        return self.seconds - self.reserve_s
 
     def why_not_start(self, step):
         """Why `step` may not start now, or '' when it may."""
         if self.seconds is None:
             return ""
-        now = self.elapsed()
-        if now >= self.seconds:
-            return f"past the deadline ({self.seconds:.0f} s) at {now:.0f} s"
-        if step.planned_s is not None and now + step.planned_s > self.seconds:
+        now, end = self.elapsed(), self.steps_end
+        if now >= end:
+            return (f"past the deadline at {now:.0f} s ({self.seconds:.0f} s less "
+                    f"{self.reserve_s:.0f} s kept for stopping and the tables)")
+        if step.planned_s is not None and now + step.planned_s > end:
             return (f"would end past the deadline: planned {step.planned_s:.0f} s at "
-                    f"{now:.0f} s of {self.seconds:.0f}")
+                    f"{now:.0f} s of {end:.0f}")
         return ""
 
     def limit(self, step):
         """(seconds the step may run, what stops it then); (None, '') with no deadline."""
         if self.seconds is None:
             return None, ""
-        left = self.seconds - self.elapsed()
+        # stopped early enough that its grace still ends before the reserve runs out
+        left = self.steps_end - self.elapsed()
         if step.planned_s is not None:
             own = LIMIT_FACTOR * step.planned_s + self.margin_s
             if own < left:

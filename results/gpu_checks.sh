@@ -8,8 +8,10 @@
 #   bash results/gpu_checks.sh full    # every check at full size, untimed
 #
 # GPU_CHECKS_S (default 480 for quick) is the deadline, counted from this script's start:
-# no step starts that its planned seconds would carry past it, and one running at it is
-# stopped (SIGTERM, then SIGKILL). On a CPU, quick rehearses every step at small sizes.
+# the checks are over by then. The last 15 s are kept for stopping a step and for the
+# tables: no step starts that its planned seconds would carry past that, and one still
+# running then is stopped (SIGTERM, then SIGKILL after 10 s). On a CPU, quick rehearses
+# every step at small sizes.
 # The plan, each step's expected seconds and how they were estimated: common/gpu_checks.py.
 # Exit: 0 every step ran and passed; 1 a step failed or was stopped; 3 none failed, but
 # some were skipped at the deadline; 2 a wrong mode, GPU_CHECKS_S or OUT.
