@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from common import data, dist, history, monitor, progress
+from common import data, dist, history, left_behind, monitor, progress
 from common.clocks import CoreTimer, percentiles, rate
 from common.errors import UserError
 from common.flops import flops_per_image, per_device_rate
@@ -111,6 +111,7 @@ def warm_up(model, run, prep, image_size, sizes, calls):
 def timed_pass(model, loader, run, prep, warmup_batches, image_size, repeat=1, name="pass"):
     """One (or `repeat`) pass(es) over the loader: exact top-1/top-5 and the clocks."""
     dev = run.device
+    run.phase = f"the end of the {name}"  # where its collectives are
     warm_up(model, run, prep, image_size, sorted(batch_sizes(loader)), warmup_batches)
     timer = CoreTimer(dev)
     correct1 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
@@ -176,7 +177,24 @@ def batch_sizes(loader):
 
 
 def run_inference(run, args, model, loader, normalize):
-    """Both passes and the batch-1 latency; returns the figures of the record."""
+    """Both passes and the batch-1 latency; returns the figures of the record. A rank
+    that hangs leaves the others a record without figures and one line each
+    (common/left_behind.py): a collective would wait for it again."""
+    try:
+        return _passes(run, args, model, loader, normalize)
+    except Exception as e:
+        if not (run.distributed and run.device.is_collective_timeout(e)):
+            raise
+        lost = left_behind.after_timeout(run, args.dist_timeout, run.phase)
+        return {"status": "incomplete", "left_behind": lost.record(),
+                "error": lost.line("an inference run keeps no state: the same command "
+                                   "runs it again"),
+                "why_empty": f"a collective timed out at {lost.waited_at}: the figures "
+                             f"over every rank could not be gathered"}
+
+
+def _passes(run, args, model, loader, normalize):
+    """What run_inference measures, while every rank answers."""
     dev = run.device
     dtype = run.precision.model_dtype
     model = model.to(device=dev.torch_device, dtype=dtype).eval()
@@ -196,6 +214,7 @@ def run_inference(run, args, model, loader, normalize):
     # build: compile for every shape the timed pass and the latency calls will use
     shapes = sorted(batch_sizes(loader) | {1})
     dist.print0(run, f"engine '{args.engine}': building for batches of {shapes} ...")
+    run.phase = f"the build of engine '{args.engine}'"
     dev.synchronize()
     t0 = time.perf_counter()
     engine, options = build_engine(model, args.engine, run, compile_mode=args.compile_mode,
