@@ -168,12 +168,27 @@ def batch1_latency(model, run, prep, image_size, calls, warmup=10):
 
 
 def batch_sizes(loader):
-    """Every batch size this rank's loader yields (full, and the last partial one)."""
+    """Every batch size this rank's loader yields (full, and the last partial one):
+    none for an empty shard, one partial batch for a shard smaller than a batch."""
     n = len(loader.sampler) if getattr(loader, "sampler", None) is not None else None
     bs = getattr(loader, "batch_size", None)
     if n is None or bs is None:
         return {next(iter(loader))[0].shape[0]}
-    return {bs} | ({n % bs} if n % bs else set())
+    return ({bs} if n >= bs else set()) | ({n % bs} if n % bs else set())
+
+
+def seed_latency(p_infer_core, loader, run):
+    """{latency_s}: the seed's time one image costs on one device at full batch, devices
+    / p_infer_core. A run where some rank's shard holds less than one full batch has no
+    such time: the figure is empty, and latency_why_empty says why."""
+    images = len(loader.dataset) if getattr(loader, "dataset", None) is not None else None
+    smallest = None if images is None else images // run.world_size  # ShardSampler's least
+    if smallest is not None and smallest < loader.batch_size:
+        return {"latency_s": None, "latency_why_empty": (
+            f"no full batch on every rank: {images} images over {run.world_size} ranks "
+            f"leave {smallest} on the smallest shard, under --batch-size {loader.batch_size}")}
+    per_device = per_device_rate(p_infer_core, run.world_size)
+    return {"latency_s": 1.0 / per_device if per_device else None}
 
 
 def run_inference(run, args, model, loader, normalize):
@@ -237,15 +252,13 @@ def _passes(run, args, model, loader, normalize):
               for name, p in (("val", val), ("infer", infer))}
     timeline = {"monitor": history.monitor_series(mon, started),
                 **{f"{name}_s": history.window_s(w, started) for name, w in windows.items()}}
-    per_device = per_device_rate(infer["p_core"], run.world_size)
     return {
         "images": val["images"] // args.repeat, "build_s": build_s, "engine": args.engine,
         "engine_options": options, **engine_against_eager(args.engine, val, infer),
         "flops_per_image": flops,
         "p_val_whole": val["p_whole"], "p_val_core": val["p_core"],
         "p_infer_whole": infer["p_whole"], "p_infer_core": infer["p_core"],
-        # the seed's latency: time per image on one device at full batch, on the engine
-        "latency_s": 1.0 / per_device if per_device else None,
+        **seed_latency(infer["p_core"], loader, run),  # on the engine
         "latency_b1_ms": latency,
         "acc_val": val["top1"], "acc_infer": infer["top1"],
         "acc5_val": val["top5"], "acc5_infer": infer["top5"],
