@@ -93,8 +93,9 @@ def suite_version():
     run_all.sh): which code made a record, where there is no git to ask."""
     digest = hashlib.sha1()
     # what is there: a vendor image may hold only common/ and one model folder
-    sources = sorted(glob.glob(os.path.join(ROOT, "*", "*.py")) +
-                     glob.glob(os.path.join(ROOT, "run_all.sh")))
+    root = glob.escape(ROOT)  # a checkout under 'runs[1]/' is a folder, not a pattern
+    sources = sorted(glob.glob(os.path.join(root, "*", "*.py")) +
+                     glob.glob(os.path.join(root, "run_all.sh")))
     for path in sources:
         if os.path.basename(os.path.dirname(path)) in ("tests", "results"):
             continue
@@ -284,8 +285,9 @@ def load_records(paths):
     missing keys become empty cells."""
     files_found = []
     for p in paths:
-        files_found += sorted(glob.glob(os.path.join(p, "**", "*.json"), recursive=True)) \
-            if os.path.isdir(p) else [p]
+        # the folder as it is spelt: 'runs[1]' is a name, not a pattern
+        files_found += sorted(glob.glob(os.path.join(glob.escape(p), "**", "*.json"),
+                                        recursive=True)) if os.path.isdir(p) else [p]
     records = []
     for f in files_found:
         rec, why = _read_record(f)
