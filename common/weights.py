@@ -6,7 +6,8 @@ wrapper's names in its keys: DDP's and DataParallel's `module.` in front, torch.
 `_checkpoint_wrapped_module.` at each layer they wrap; they are stripped, and said once.
 A training checkpoint's weights are taken from it, and said once. A file that holds no
 state dict (a TorchScript archive, a whole pickled model) is named for what it is, with
-what to pass instead; a file that is truncated or carries code is refused.
+what to pass instead; a file that is truncated or carries code is refused. A safetensors
+file is read where the safetensors package is installed.
 """
 from __future__ import annotations
 
@@ -71,11 +72,35 @@ def _refused(path, error):
                      f"it could run code ({first}); use a plain state dict file")
 
 
+def _is_safetensors(path):
+    """A safetensors file: an 8-byte little-endian header length, then its JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") < 10 ** 8
+
+
+def _load_safetensors(path):
+    """The tensors of a safetensors file (a format of tensors alone: nothing runs)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UserError(f"--weights {path}: a safetensors file, and the safetensors package "
+                        f"is not installed here; pip install safetensors, or pass a .pth "
+                        f"state dict") from None
+    try:
+        return load_file(path)
+    except Exception as e:  # noqa: BLE001  (safetensors' own error types vary by version)
+        raise UserError(f"--weights {path}: not a readable safetensors file ({str(e)[:160]}); "
+                        f"it may be truncated: download it again") from None
+
+
 def _load(path):
     """torch.load(weights_only=True), every way it fails as one line naming the file."""
     if not os.path.isfile(path):
         raise UserError(f"--weights {path}: no such file; give the path of a downloaded "
                         f"state dict (.pth)")
+    if _is_safetensors(path):
+        return _load_safetensors(path)
     if zip_kind(path) == "torchscript":
         raise UserError(f"--weights {path}: a TorchScript archive (torch.jit.save), not a "
                         f"state dict, and loading it would run its code; where you trust "

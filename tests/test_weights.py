@@ -105,6 +105,18 @@ def test_a_file_that_is_no_state_dict_is_named(tmp_path, save, says):
     assert str(found.value).startswith(f"--weights {path}: {says}")
 
 
+def test_a_safetensors_file_is_read_and_a_truncated_one_named(tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "w.safetensors"
+    safetensors.save_file(net().state_dict(), path)
+    model = load_weights(torchvision.models.resnet18(num_classes=4), path)
+    assert torch.equal(model.fc.weight, net().fc.weight)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UserError, match=r"not a readable safetensors file \(.*\); it may be "
+                                        r"truncated"):
+        load_weights(net(), path)
+
+
 def test_bit_names_a_pytorch_file_given_for_its_npz(tmp_path):
     path = tmp_path / "bit.pth"
     torch.save(bit("tiny", num_classes=4).state_dict(), path)
