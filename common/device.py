@@ -88,8 +88,9 @@ INTEL_DUMP = ["xpu-smi", "dump", "-d", "-1", "-m", "0,1,3,18", "-n", "1"]
 # rank can say so in one line and write its record. nccl's default (3) ends the process
 # from its watchdog thread instead; 2 aborts the communicators and the rank's next call
 # raises. A dump of the flight recorder on a timeout (on by default in recent torch) would
-# end the process too, from the monitor thread, once written. torch 2.1 reads these names
-# without TORCH_ (dist.py). A variable the user has set is left as it is.
+# end the process too, from the monitor thread, once written; that thread still ends a
+# process whose watchdog is stuck itself. torch 2.1 reads these names without TORCH_
+# (dist.py). A variable the user has set is left as it is.
 NCCL_ON_TIMEOUT = (("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2"), ("TORCH_NCCL_DUMP_ON_TIMEOUT", "0"))
 
 KINDS = [
