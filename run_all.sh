@@ -59,6 +59,14 @@ else
   INFER_ARGS=(--latency-calls 20 --warmup-batches 2)
 fi
 
+# the records in OUT: "$OUT" quoted is the folder as it is spelt, where a pattern made of
+# it (compgen -G "$OUT/*.json") would take runs[1] for runs1
+records() {
+  local f n=0
+  for f in "$OUT"/*.json; do [ -e "$f" ] && n=$((n + 1)); done
+  echo "$n"
+}
+
 launch() {
   local rdzv
   if [ -n "${RDZV_ENDPOINT:-}" ]; then
@@ -115,7 +123,7 @@ for CASE in ${CASES:-$ALL_CASES}; do
     continue
   fi
   mkdir -p "$OUT/logs"
-  before=$(compgen -G "$OUT/*.json" | wc -l)
+  before=$(records)
   "$CASE" 2> >(tee "$OUT/logs/$CASE.stderr" >&2)
   rc=$?
   wait $! 2>/dev/null  # the tee, so the log is whole before it is read
@@ -123,7 +131,7 @@ for CASE in ${CASES:-$ALL_CASES}; do
     echo "=== $CASE FAILED (exit $rc)"
     FAILED+=("$CASE")
     # a case that ended before writing its record still gets a row, with its reason
-    if [ "$NODE_RANK" = 0 ] && [ "$(compgen -G "$OUT/*.json" | wc -l)" = "$before" ]; then
+    if [ "$NODE_RANK" = 0 ] && [ "$(records)" = "$before" ]; then
       # the suite's own one-line error (torchrun's summary repeats it after
       # "traceback : "), else the last line naming an error, whole
       reason=$(grep -hoE "(^|traceback : )error: .*" "$OUT/logs/$CASE.stderr" | tail -n 1)
@@ -137,7 +145,7 @@ for CASE in ${CASES:-$ALL_CASES}; do
 done
 
 echo
-if compgen -G "$OUT/*.json" >/dev/null; then
+if [ "$(records)" -gt 0 ]; then
   "$PY" -m common.report "$OUT" --lang "$TABLE_LANG"
 elif [ ${#FAILED[@]} -eq 0 ]; then
   echo "run_all: the records are on the node of global rank 0"

@@ -9,6 +9,7 @@ from torchvision.transforms import v2
 
 from bit import model as bit_model
 from common.errors import UserError
+from common.weights import zip_kind
 
 CHECKPOINTS_URL = "https://storage.googleapis.com/bit_models"
 BIT_MEAN = BIT_STD = (0.5, 0.5, 0.5)  # inputs scaled to [-1, 1]
@@ -32,6 +33,10 @@ def load_weights(model, path, model_name):
                         f"--weights out to start from random weights")
     if not zipfile.is_zipfile(path):
         raise UserError(f"--weights {path}: not an .npz file; download {url}")
+    saved_by = {"torch": "torch.save", "torchscript": "torch.jit.save"}.get(zip_kind(path))
+    if saved_by:  # a zip too, but of another layout than big_transfer's arrays
+        raise UserError(f"--weights {path}: a PyTorch file ({saved_by}), not the official "
+                        f"BiT .npz; download {url}")
     try:
         return bit_model.load_npz(model, path)
     except (OSError, ValueError, zipfile.BadZipFile) as e:

@@ -368,7 +368,8 @@ def engine_pays(model, images, results=os.path.join(ROOT, "results")):
     `model` on this device: the engine only where building it costs less than it saves,
     as the newest engine bench of a device of this label under `results` measured it."""
     label = device.select().label
-    files = sorted(glob.glob(os.path.join(results, "*", "bench-*.json")), key=os.path.basename)
+    files = sorted(glob.glob(os.path.join(glob.escape(results), "*", "bench-*.json")),
+                   key=os.path.basename)
     rows = [r for b in map(_load, files) if b["device"]["label"] == label for r in b["rows"]
             if r.get("model") == model and r.get("precision") == "fp32" and r["ratio"]
             and r.get("build_s") is not None]

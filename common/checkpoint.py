@@ -243,6 +243,16 @@ def _os_error(e, path):
     return None
 
 
+def step_of(path):
+    """The step a checkpoint on disk holds, its tensors left unread (mapped, not
+    loaded); None where there is no readable checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return state.get("step") if isinstance(state, dict) else None
+    except Exception:  # noqa: BLE001  (no file, a partial one, not a torch file)
+        return None
+
+
 def read(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

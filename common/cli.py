@@ -316,11 +316,16 @@ def entry(main, parser, args):
         tell_error(one_line(e))
         quiet_exit(2)
     except Exception as e:
-        if args.debug or not lost_a_peer(e):
+        rank, hangs = os.environ.get("RANK", "?"), waited_in_vain(e)
+        if args.debug or not (hangs or lost_a_peer(e)):
             raise
-        # the rank that ended first has told why; this one only lost it
-        tell_error(f"rank {os.environ.get('RANK', '?')}: another rank ended (its error is "
-                   f"above), so this one stops too")
+        if hangs:  # a rank hangs, outside the loops (which say more: common/left_behind.py)
+            tell_error(f"rank {rank}: a collective waited {args.dist_timeout:g} s "
+                       f"(--dist-timeout) for a rank that did not come, and timed out; if "
+                       f"a step can take that long, raise --dist-timeout")
+        else:  # the rank that ended first has told why; this one only lost it
+            tell_error(f"rank {rank}: another rank ended (its error is above), so this "
+                       f"one stops too")
         quiet_exit(1)
 
 
@@ -351,6 +356,15 @@ def lost_a_peer(error):
         return False
     return isinstance(error, getattr(torch_dist, "DistNetworkError", ())) or (
         isinstance(error, RuntimeError) and any(s in str(error) for s in PEER_GONE))
+
+
+def waited_in_vain(error):
+    """True for a collective that timed out waiting for a rank (common/left_behind.py)."""
+    import torch.distributed as torch_dist
+
+    from common.device import Device
+    return (torch_dist.is_available() and torch_dist.is_initialized()
+            and Device.is_collective_timeout(error))
 
 
 def quiet_exit(code):

@@ -128,6 +128,7 @@ class TrainClocks:
         self.warmup_steps = warmup_steps
         self.steps = 0           # optimizer steps so far, warm-up included
         self.images = 0          # images in the timed region
+        self.closed_images = 0   # of them, those of steps that are done
         self.region_start = None
         self.region_end = None   # set by figures(): the timed region is region_start..end
         self.paused_s = {"eval": 0.0, "checkpoint": 0.0}
@@ -160,6 +161,8 @@ class TrainClocks:
         if self.timing:
             self.images += images
             self.core.end(last)
+            if last:
+                self.closed_images = self.images
         if last:
             self.steps += 1
             if self.steps == self.warmup_steps:
@@ -220,13 +223,26 @@ class TrainClocks:
                 f"no timed step: the run ended at step {self.steps}, within its "
                 f"{self.warmup_steps} warm-up steps; give --max-steps (or the epochs' "
                 f"steps) above --warmup-steps")}
-        step_times = t["step_times"]
         return {
             "images": t["images"],
-            "timed_steps": len(step_times),
             **{k: t[k] for k in self._TIMES},
             "p_whole": rate(t["images"], t["whole_s"]), "p_train": rate(t["images"], t["train_s"]),
-            "p_core": rate(t["images"], t["core_s"]),
-            "step_core_ms": {k: v * 1000 for k, v in percentiles(step_times).items()},
-            "step_core_ms_mean": statistics.fmean(step_times) * 1000 if step_times else None,
+            "p_core": rate(t["images"], t["core_s"]), **_steps(t["step_times"]),
         }
+
+    def figures_alone(self):
+        """This rank's own core figures over the steps it finished in this process, for
+        a run whose other ranks cannot be asked (a rank was lost). Its wall clocks are
+        left out: they hold the wait for the lost rank."""
+        core = self.core.total()
+        return {"images": self.closed_images, "core_s": core,
+                "p_core": rate(self.closed_images, core), **_steps(self.core.step_times)}
+
+
+def _steps(step_times):
+    """The per-step compute figures: count, p50/p90/p99 and mean in ms."""
+    return {
+        "timed_steps": len(step_times),
+        "step_core_ms": {k: v * 1000 for k, v in percentiles(step_times).items()},
+        "step_core_ms_mean": statistics.fmean(step_times) * 1000 if step_times else None,
+    }

@@ -390,11 +390,7 @@ def val_inputs(args, run, eval_tf, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         raise DataError("no data: give --data-dir DIR (val/ inside) or --synthetic")
     (val_set,) = scan(args, run, val=eval_tf)
     warn_unread(val_set, run)
-    if len(val_set) < run.world_size:
-        raise DataError(f"{val_set.root}: {len(val_set)} images for {run.world_size} ranks; "
-                        f"every rank needs one: launch at most {len(val_set)} processes")
-    # no batch of that size would run: the full-batch figures (latency) would be no one's
-    check_batch_size(args.batch_size, len(val_set), run, "validation")
+    # a shard of any size runs, down to none (fewer images than ranks): infer_loop
     loader = eval_loader(val_set, args.batch_size, args.workers, run, decoding_for(args, run))
     return loader, args.num_classes, normalize
 

@@ -61,6 +61,7 @@ class Kind:
     label_prefixes: tuple = ()  # words before the model in device names, besides the vendor
     tf32_switches: tuple = ()   # attributes of `api` that let fp32 math run in a shorter form
     jpeg_decoders: tuple = ()   # image libraries that decode JPEG batches on it (--decode)
+    dist_env: tuple = ()        # (variable, value): how the backend meets a timed-out collective
 
     def visible_ids(self, n):
         """The ids (index or uuid) the tools know the node's first n devices by."""
@@ -84,11 +85,21 @@ CUDA_TOOLS = (tools.NVML, tools.smi_csv("nvidia-smi", "power.draw"),
               tools.command("mx-smi", ["mx-smi"], tools.parse_smi_table), *KUNLUNXIN_TOOLS)
 INTEL_DUMP = ["xpu-smi", "dump", "-d", "-1", "-m", "0,1,3,18", "-n", "1"]
 
+# a collective that outlives --dist-timeout must raise in the rank that waits, so that the
+# rank can say so in one line and write its record. nccl's default (3) ends the process
+# from its watchdog thread instead; 2 aborts the communicators and the rank's next call
+# raises. A dump of the flight recorder on a timeout (on by default in recent torch) would
+# end the process too, from the monitor thread, once written; that thread still ends a
+# process whose watchdog is stuck itself. torch 2.1 reads these names without TORCH_
+# (dist.py). A variable the user has set is left as it is.
+NCCL_ON_TIMEOUT = (("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2"), ("TORCH_NCCL_DUMP_ON_TIMEOUT", "0"))
+
 KINDS = [
     Kind("NVIDIA", "cuda", "nccl", visible=("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"),
          monitors=CUDA_TOOLS, fused_optimizer=True, profiler_activity="CUDA",
          compile_mode="max-autotune", label_prefixes=("Tesla", "GeForce", "Instinct"),
-         jpeg_decoders=("torchcodec", "torchvision")),  # nvJPEG, both
+         jpeg_decoders=("torchcodec", "torchvision"),  # nvJPEG, both
+         dist_env=NCCL_ON_TIMEOUT),
     Kind("Moore Threads", "musa", "mccl", plugin="torch_musa", visible=("MUSA_VISIBLE_DEVICES",),
          monitors=(tools.command("mthreads-gmi", ["mthreads-gmi"], tools.parse_smi_table),)),
     Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu", visible=("MLU_VISIBLE_DEVICES",),
@@ -146,6 +157,11 @@ PEAK_TFLOPS = {"NVIDIA": [
     ("V100 PCIe", r"V100.*PCIe", {"fp32": 14, "fp16": 112}),
     ("V100 SXM", r"V100", {"fp32": 15.7, "fp16": 125}),
 ]}
+
+# what a backend's timed-out collective says: gloo's wait; nccl's watchdog, as the reason
+# its aborted communicator gives; nccl's blocking wait
+COLLECTIVE_TIMEOUT_WORDS = ("Timed out waiting", "Watchdog caught collective operation timeout",
+                            "timed out in blocking wait")
 
 # torch.version attributes that name the vendor software a build runs on
 _VERSION_ATTRS = ("cuda", "hip", "maca", "musa", "cann", "xpu")
@@ -371,6 +387,14 @@ class Device:
         RuntimeError say so in its message."""
         oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
         return isinstance(error, oom) or "out of memory" in str(error).lower()
+
+    @staticmethod
+    def is_collective_timeout(error):
+        """True for a collective that waited --dist-timeout for a rank that never came:
+        gloo raises it in the call that waits; nccl, under dist_env's settings, in the
+        next call once its watchdog has aborted the communicators."""
+        return isinstance(error, RuntimeError) and any(
+            words in str(error) for words in COLLECTIVE_TIMEOUT_WORDS)
 
     def device_count(self):
         """Devices of this kind on this node (1 for CPU and mps)."""

@@ -6,6 +6,9 @@ launcher, never from a flag.
 from __future__ import annotations
 
 import datetime
+import os
+import re
+import time
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +28,9 @@ class Run:
     device: devices.Device
     # --precision as every later line needs it, resolved once by start()
     precision: Precision = PRECISIONS["fp32"]
+    # where this rank is, in words, where a step does not say it (evaluating, a pass):
+    # what a collective that times out there says it waited at (common/left_behind.py)
+    phase: str | None = None
 
     @property
     def nodes(self):
@@ -44,10 +50,19 @@ class Run:
         return f"{self.nodes}x{self.local_world_size}"
 
 
+def _backend_env(kind):
+    """The shim's settings for how the backend meets a timed-out collective, where the
+    user has not set them; torch before 2.2 reads nccl's variables without TORCH_."""
+    renamed = tuple(int(n) for n in re.findall(r"\d+", torch.__version__)[:2]) >= (2, 2)
+    for name, value in kind.dist_env:
+        os.environ.setdefault(name if renamed else name.removeprefix("TORCH_"), value)
+
+
 def setup(requested_device="auto", timeout_s=600):
     rank, local_rank, world_size, local_world_size = world_from_env()
     dev = devices.select(requested_device, local_rank)
     if world_size > 1:
+        _backend_env(dev.kind)
         # a rank that dies makes the others fail after timeout_s instead of hanging
         dist.init_process_group(backend=dev.backend, init_method="env://", rank=rank,
                                 world_size=world_size,
@@ -98,10 +113,32 @@ def barrier(run):
         dist.barrier()
 
 
-def memory_figures(run):
+def answering(run, window_s):
+    """After a collective timed out: the ranks still there to say so, each through the
+    process group's own store (a collective would wait for the lost rank again), within
+    window_s; None where the store does not answer either (its host was lost)."""
+    get_store = getattr(dist.distributed_c10d, "_get_default_store", None)
+    keys = [f"bench/answered/{r}" for r in range(run.world_size)]
+    try:
+        store = get_store()
+        store.set_timeout(datetime.timedelta(seconds=window_s))  # a lost host: raise
+        store.set(keys[run.rank], "1")
+        deadline = time.monotonic() + window_s
+        while True:  # polled: the store's own wait logs a warning when it times out
+            answered = [r for r, key in enumerate(keys) if store.check([key])]
+            if len(answered) == run.world_size or time.monotonic() > deadline:
+                return answered
+            time.sleep(0.2)
+    except (RuntimeError, TypeError):  # the store's host is gone, or this torch has none
+        return None
+
+
+def memory_figures(run, gather=True):
     """mem of docs/METRICS.md: the largest peak any rank's allocator reserved and the device's
-    total memory, in GiB; the peak is None where the device cannot tell it."""
+    total memory, in GiB; the peak is None where the device cannot tell it. gather=False:
+    this rank's own peak, where the other ranks cannot be asked."""
     peak = run.device.peak_memory()
-    (most,) = max_all(run, [-1 if peak is None else peak])
+    mine = [-1 if peak is None else peak]
+    (most,) = max_all(run, mine) if gather else mine
     return {"mem_peak_gib": most / 1024 ** 3 if most >= 0 else None,
             "mem_total_gib": run.device.total_memory() / 1024 ** 3}

@@ -173,7 +173,8 @@ class Plan:
     def full_real(self):
         """Where figures went wrong before: real JPEGs with a last, partial batch (8 x 13
         = 104 images in batches of 32 leave 8), on one device and on all of them;
-        TensorRT at fp32 (TF32 off) and fp16; FSDP under amp on two devices or more."""
+        TensorRT at fp32 (TF32 off) and fp16; FSDP under amp, and a rank that hangs, on
+        two devices or more."""
         odd, out = os.path.join(self.data, "odd-data"), self.folder("real")
         ndev = self.dev["count"]
         infer = ["resnet50/infer.py", "--data-dir", odd, "--channels-last", "--workers", 4,
@@ -196,6 +197,9 @@ class Plan:
             "--fsdp", "--precision", self.precision("amp"), "--batch-size", 4, "--image-size",
             224, "--max-steps", 20, "--warmup-steps", 5, "--workers", 4, "--out", out,
             needs=("odd-data",), not_here="" if ndev >= 2 else "needs two devices or more"))
+        # a rank stopped mid-run: the other must end in one line naming it, no traceback
+        found.append(Step("hung-rank", ["bash", "results/hung_rank.sh", self.folder("hung-rank")],
+                          None, not_here="" if ndev >= 2 else "needs two devices or more"))
         return found
 
     # the steps

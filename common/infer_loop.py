@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from common import data, dist, history, monitor, progress
+from common import data, dist, history, left_behind, monitor, progress
 from common.clocks import CoreTimer, percentiles, rate
 from common.errors import UserError
 from common.flops import flops_per_image, per_device_rate
@@ -111,6 +111,7 @@ def warm_up(model, run, prep, image_size, sizes, calls):
 def timed_pass(model, loader, run, prep, warmup_batches, image_size, repeat=1, name="pass"):
     """One (or `repeat`) pass(es) over the loader: exact top-1/top-5 and the clocks."""
     dev = run.device
+    run.phase = f"the end of the {name}"  # where its collectives are
     warm_up(model, run, prep, image_size, sorted(batch_sizes(loader)), warmup_batches)
     timer = CoreTimer(dev)
     correct1 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
@@ -167,16 +168,48 @@ def batch1_latency(model, run, prep, image_size, calls, warmup=10):
 
 
 def batch_sizes(loader):
-    """Every batch size this rank's loader yields (full, and the last partial one)."""
+    """Every batch size this rank's loader yields (full, and the last partial one):
+    none for an empty shard, one partial batch for a shard smaller than a batch."""
     n = len(loader.sampler) if getattr(loader, "sampler", None) is not None else None
     bs = getattr(loader, "batch_size", None)
     if n is None or bs is None:
         return {next(iter(loader))[0].shape[0]}
-    return {bs} | ({n % bs} if n % bs else set())
+    return ({bs} if n >= bs else set()) | ({n % bs} if n % bs else set())
+
+
+def seed_latency(p_infer_core, loader, run):
+    """{latency_s}: the seed's time one image costs on one device at full batch, devices
+    / p_infer_core. A run where some rank's shard holds less than one full batch has no
+    such time: the figure is empty, and latency_why_empty says why."""
+    images = len(loader.dataset) if getattr(loader, "dataset", None) is not None else None
+    smallest = None if images is None else images // run.world_size  # ShardSampler's least
+    if smallest is not None and smallest < loader.batch_size:
+        return {"latency_s": None, "latency_why_empty": (
+            f"no full batch on every rank: {images} images over {run.world_size} ranks "
+            f"leave {smallest} on the smallest shard, under --batch-size {loader.batch_size}")}
+    per_device = per_device_rate(p_infer_core, run.world_size)
+    return {"latency_s": 1.0 / per_device if per_device else None}
 
 
 def run_inference(run, args, model, loader, normalize):
-    """Both passes and the batch-1 latency; returns the figures of the record."""
+    """Both passes and the batch-1 latency; returns the figures of the record. A rank
+    that hangs leaves the others a record without figures and one line each
+    (common/left_behind.py): a collective would wait for it again."""
+    try:
+        return _passes(run, args, model, loader, normalize)
+    except Exception as e:
+        if not (run.distributed and run.device.is_collective_timeout(e)):
+            raise
+        lost = left_behind.after_timeout(run, args.dist_timeout, run.phase)
+        return {"status": "incomplete", "left_behind": lost.record(),
+                "error": lost.line("an inference run keeps no state: the same command "
+                                   "runs it again"),
+                "why_empty": f"a collective timed out at {lost.waited_at}: the figures "
+                             f"over every rank could not be gathered"}
+
+
+def _passes(run, args, model, loader, normalize):
+    """What run_inference measures, while every rank answers."""
     dev = run.device
     dtype = run.precision.model_dtype
     model = model.to(device=dev.torch_device, dtype=dtype).eval()
@@ -196,6 +229,7 @@ def run_inference(run, args, model, loader, normalize):
     # build: compile for every shape the timed pass and the latency calls will use
     shapes = sorted(batch_sizes(loader) | {1})
     dist.print0(run, f"engine '{args.engine}': building for batches of {shapes} ...")
+    run.phase = f"the build of engine '{args.engine}'"
     dev.synchronize()
     t0 = time.perf_counter()
     engine, options = build_engine(model, args.engine, run, compile_mode=args.compile_mode,
@@ -218,15 +252,13 @@ def run_inference(run, args, model, loader, normalize):
               for name, p in (("val", val), ("infer", infer))}
     timeline = {"monitor": history.monitor_series(mon, started),
                 **{f"{name}_s": history.window_s(w, started) for name, w in windows.items()}}
-    per_device = per_device_rate(infer["p_core"], run.world_size)
     return {
         "images": val["images"] // args.repeat, "build_s": build_s, "engine": args.engine,
         "engine_options": options, **engine_against_eager(args.engine, val, infer),
         "flops_per_image": flops,
         "p_val_whole": val["p_whole"], "p_val_core": val["p_core"],
         "p_infer_whole": infer["p_whole"], "p_infer_core": infer["p_core"],
-        # the seed's latency: time per image on one device at full batch, on the engine
-        "latency_s": 1.0 / per_device if per_device else None,
+        **seed_latency(infer["p_core"], loader, run),  # on the engine
         "latency_b1_ms": latency,
         "acc_val": val["top1"], "acc_infer": infer["top1"],
         "acc5_val": val["top5"], "acc5_infer": infer["top5"],

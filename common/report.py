@@ -73,7 +73,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
 import torch
 import torchvision
 
-from common import clocks, device, dist
+from common import clocks, device, dist, left_behind
 from common.flops import efficiency
 
 GiB = 1024 ** 3
@@ -93,8 +93,9 @@ def suite_version():
     run_all.sh): which code made a record, where there is no git to ask."""
     digest = hashlib.sha1()
     # what is there: a vendor image may hold only common/ and one model folder
-    sources = sorted(glob.glob(os.path.join(ROOT, "*", "*.py")) +
-                     glob.glob(os.path.join(ROOT, "run_all.sh")))
+    root = glob.escape(ROOT)  # a checkout under 'runs[1]/' is a folder, not a pattern
+    sources = sorted(glob.glob(os.path.join(root, "*", "*.py")) +
+                     glob.glob(os.path.join(root, "run_all.sh")))
     for path in sources:
         if os.path.basename(os.path.dirname(path)) in ("tests", "results"):
             continue
@@ -180,16 +181,17 @@ def train_record(run, args, parser, model_name, figures, flops_per_img):
 def infer_record(run, args, model_name, figures, weights):
     """The inference record of docs/METRICS.md."""
     fig = dict(figures)
+    status, error = fig.pop("status", "ok"), fig.pop("error", None)
     source = weights_source(weights)
     if args.synthetic or source == "random":  # random labels or weights: no accuracy
         for key in ("acc_val", "acc_infer", "acc5_val", "acc5_infer"):
             fig[key] = None
-    fig.update(efficiency(fig["flops_per_image"], fig.get("p_infer_core"),
+    fig.update(efficiency(fig.get("flops_per_image"), fig.get("p_infer_core"),
                           run.device.peak(run.precision, args.peak_tflops), passes=1,
                           world_size=run.world_size))
     return _record(run, args, "infer", model_name, fig, weights=weights or "random",
                    weights_source=source, engine=args.engine,
-                   warmup_batches=args.warmup_batches)
+                   warmup_batches=args.warmup_batches, status=status, error=error)
 
 
 def write_json(obj, path):
@@ -226,12 +228,14 @@ def write_record_somewhere(record, out_dir):
     return None, why
 
 
-def finish(run, record, out_dir):
+def finish(run, record, out_dir, writes=None):
     """Stamp e2e_time (script start -> now, plus the processes before a resume), write
-    the record on rank 0; returns (its path, why it is not in out_dir or None)."""
+    the record on rank 0 (on `writes`, where that is given); returns (its path, why it
+    is not in out_dir or None)."""
     record["figures"]["e2e_time"] = clocks.e2e_time(record["figures"].get("resumed"))
     record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    return write_record_somewhere(record, out_dir) if run.is_main else (None, None)
+    writes = run.is_main if writes is None else writes
+    return write_record_somewhere(record, out_dir) if writes else (None, None)
 
 
 def conclude(run, args, record, served_checkpoint=None):
@@ -239,9 +243,12 @@ def conclude(run, args, record, served_checkpoint=None):
     leave the process group. A run that did not finish well exits non-zero (1 failed,
     3 incomplete) once its record is written; so does one whose record could only go
     to a fallback folder (1), or nowhere (the record is printed, and the checkpoint
-    kept)."""
-    path, why = finish(run, record, args.out)
-    if run.is_main:
+    kept). A run a lost rank cut short runs no collective here (it would wait for that
+    rank again): the rank left_behind names writes the record, every rank says its line."""
+    left = record["figures"].get("left_behind")
+    writes = run.is_main if left is None else left_behind.writes_record(left, run.rank)
+    path, why = finish(run, record, args.out, writes)
+    if writes:
         table = train_table if record["case"] == "train" else infer_table
         print(f"\nrecord: {path}\n\n" + table([record], args.lang), flush=True)
         if why:
@@ -249,6 +256,11 @@ def conclude(run, args, record, served_checkpoint=None):
                      "the record is nowhere on disk; here it is:\n" +
                      json.dumps(record, default=str))
             print(f"error: {why}; {where}", file=sys.stderr, flush=True)
+    if left is not None:
+        cli.tell_error(record["error"])
+        # the process group is left to the exit: shutting it down could wait on the
+        # collective that timed out, where a backend has not aborted it
+        cli.quiet_exit(1 if why else 3)
     (lost,) = dist.max_all(run, [1 if run.is_main and path is None else 0])
     if served_checkpoint is not None and not lost:
         served_checkpoint()
@@ -274,8 +286,9 @@ def load_records(paths):
     missing keys become empty cells."""
     files_found = []
     for p in paths:
-        files_found += sorted(glob.glob(os.path.join(p, "**", "*.json"), recursive=True)) \
-            if os.path.isdir(p) else [p]
+        # the folder as it is spelt: 'runs[1]' is a name, not a pattern
+        files_found += sorted(glob.glob(os.path.join(glob.escape(p), "**", "*.json"),
+                                        recursive=True)) if os.path.isdir(p) else [p]
     records = []
     for f in files_found:
         rec, why = _read_record(f)

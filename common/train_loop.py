@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import signal
 import sys
 import threading
@@ -19,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (auto_batch, checkpoint, cli, data, dist, history, monitor, optim, profile,
-                    progress)
+from common import (auto_batch, checkpoint, cli, data, dist, history, left_behind, monitor,
+                    optim, profile, progress)
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
@@ -318,6 +319,7 @@ class Training:
     def save(self, path=None):
         """Write the checkpoint of `state` (to `path`, or the run's own); its path."""
         s, run = self.state, self.run
+        run.phase = f"the checkpoint of step {s.step}"
         with self.clocks.paused("checkpoint"):
             e2e = clocks_mod.e2e_time(s.resumed)
             t0 = time.perf_counter()
@@ -326,7 +328,8 @@ class Training:
                                   extra={"e2e_s": e2e, "resumed": s.resumed})
             dist.print0(run, f"checkpoint: {path} at step {s.step} "
                              f"({time.perf_counter() - t0:.1f} s)")
-            return path
+        run.phase = None
+        return path
 
     def check(self, now):
         """Stop('nan'), Stop('interrupted') or None. The loss is read only when `now` (a
@@ -337,7 +340,9 @@ class Training:
         bad = self.first_bad.item() if now else 0
         sig = self.stopper.signal
         if run.distributed:
+            run.phase = f"step {self.state.step}"  # its end: the ranks agree on a stop
             bad, sig = dist.max_all(run, [bad, sig])
+            run.phase = None
         if bad:
             return Stop("nan", step=int(bad))
         return Stop("interrupted", signal=int(sig)) if sig else None
@@ -345,14 +350,53 @@ class Training:
     def run_eval(self, val_loader, epoch):
         """Evaluate with the clocks paused; the result joins state.evals."""
         s = self.state
+        self.run.phase = f"the evaluation after step {s.step}"
         with self.clocks.paused("eval"):
             result = evaluate(self.model, val_loader, self.run, self.normalize,
                               lockstep=self.sharded)
+        self.run.phase = None
         s.evals.append({"epoch": epoch + 1, "step": s.step, **result})
         dist.print0(self.run, f"eval epoch {epoch + 1} step {s.step}: top1 {result['top1']:.2f} "
                               f"top5 {result['top5']:.2f} loss {result['loss']:.4f} "
                               f"over {result['images']} images")
         return result
+
+    def kept(self):
+        """What the run keeps if it ends here, in words: the checkpoint on disk (this
+        run's own, or the one it resumed from), its step, and the command that goes on."""
+        own = os.path.isfile(self.ckpt.path)
+        path = self.ckpt.path if own else (self.state.resumed or {}).get("checkpoint")
+        step = checkpoint.step_of(path) if path else None
+        if step is None:
+            return ("no checkpoint was written yet (see --checkpoint-every); the same "
+                    "command starts afresh")
+        # --resume auto finds the run's own checkpoint; --resume PATH takes PATH again
+        same = self.args.resume == "auto" or (not own and path == self.args.resume)
+        how = "the same command" if same else "the command with --resume auto"
+        return f"the last checkpoint (step {step}, {path}) is kept: {how} resumes from it"
+
+    def left_behind(self):
+        """The figures of a run whose collective timed out (a rank hangs): this rank's
+        own, since a collective would wait for the lost rank again; the last checkpoint
+        stays for the resume."""
+        run, s = self.run, self.state
+        lost = left_behind.after_timeout(run, self.args.dist_timeout,
+                                         run.phase or f"step {s.step + 1}")
+        monitor.stop(self.monitor)
+        return {
+            "status": "incomplete", "error": lost.line(self.kept()), "stopped": "lost_rank",
+            "left_behind": lost.record(), "steps": s.step, "epochs_run": s.epoch + 1,
+            "why_empty": f"a collective timed out at {lost.waited_at}: the figures over "
+                         f"every rank could not be gathered; rank {run.rank}'s own are in "
+                         f"rank_alone",
+            "rank_alone": {"rank": run.rank, **self.clocks.figures_alone(),
+                           **dist.memory_figures(run, gather=False)},
+            "monitor": {"reason": "a rank was lost: the nodes' samples could not be gathered"},
+            "history": {"steps": history.series(history.STEP_COLUMNS, self.step_rows),
+                        "monitor": history.monitor_series(self.monitor, self.started)},
+            "evals": s.evals, "acc": s.evals[-1]["top1"] if s.evals else None,
+            "resumed": s.resumed, "compile_s": self.compile_s,
+            "optimizer": optim.describe(self.optimizer)}
 
 
 def one_epoch(t, loader, epoch, skip):
@@ -474,6 +518,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     try:
         stop, epoch = _epochs(t, train_loader, val_loader)
     except Exception as e:
+        if run.distributed and run.device.is_collective_timeout(e):
+            return t.left_behind()
         error = _user_error(e, run, args)
         if error is None:
             raise

@@ -123,6 +123,8 @@ class Payload:
     (lambda p, w: p.write_bytes(w["mobilenetv2"].read_bytes()), "has no 'conv1.weight'"),
     (lambda p, w: torch.save({"fc.weight": Payload()}, p), "refused"),
     (lambda p, w: p.write_bytes(pickle.dumps(Payload())), "refused"),
+    (lambda p, w: torch.jit.save(torch.jit.script(torchvision.models.resnet50(num_classes=4)), p),
+     "a TorchScript archive (torch.jit.save), not a state dict"),
 ])
 def test_bad_weights_are_one_line_errors(weights, tmp_path, make, message):
     path = tmp_path / "weights.pth"

@@ -37,7 +37,7 @@ def main(args, parser):
     loader, num_classes, normalize = data.val_inputs(args, run, data.eval_transform(args.image_size))
     model = MODELS[args.model](image_size=args.image_size, num_classes=num_classes)
     if args.weights:
-        load_weights(model, args.weights)  # another image size: position embeddings resized
+        load_weights(model, args.weights, run)  # another image size: position embeddings resized
     else:
         dist.print0(run, "no --weights: random weights, the figures are speed only")
     figures = infer_loop.run_inference(run, args, model, loader, normalize)
