@@ -22,7 +22,10 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-29500}
-NPROC=${NPROC:-$("$PY" -c "from common.device import local_device_count; print(local_device_count())")}
+# the device's type and count, asked of one start of torch
+read -r DEVICE_TYPE DEVICE_COUNT < <("$PY" -c "from common.device import select
+d = select(); print(d.type, d.device_count())")
+NPROC=${NPROC:-$DEVICE_COUNT}
 OUT=${OUT:-runs/$(date +%Y%m%d-%H%M%S)}
 TABLE_LANG=${TABLE_LANG:-en}
 EXTRA_ARGS=${EXTRA_ARGS:-}
@@ -32,7 +35,6 @@ if ! mkdir -p "$OUT/logs" || ! probe=$(mktemp "$OUT/.probe.XXXXXX") || ! rm -f "
   exit 2
 fi
 
-DEVICE_TYPE=$("$PY" -c "from common.device import select; print(select().type)")
 if [ -n "${DATA_DIR:-}" ]; then
   MODE=real
   DATA_ARGS=(--data-dir "$DATA_DIR")
