@@ -11,9 +11,8 @@
 # MASTER_ADDR, MASTER_PORT (passed to torchrun), RDZV_ENDPOINT and RDZV_ID (a c10d
 # rendezvous instead of node ranks; each case is its own rendezvous), OUT (record directory),
 # TABLE_LANG (en|zh), CASES (e.g. "resnet50_train vit_infer"), EXTRA_ARGS (appended to
-# every case), WEIGHTS_DIR (published weights for the inference cases, by their file names:
-# resnet50-0676ba61.pth, mobilenet_v2-b0353104.pth, vit_b_16-c867db91.pth,
-# BiT-M-R152x2-ILSVRC2012.npz for inference, BiT-M-R152x2.npz for BiT fine-tuning;
+# every case), WEIGHTS_DIR (the published weights a case takes, by the file names of
+# common/cases.py: `python -m common.cases` lists each case with its script and weights;
 # a missing file means random weights, speed only).
 set -u
 cd "$(dirname "$0")"
@@ -23,7 +22,10 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
 MASTER_PORT=${MASTER_PORT:-29500}
-NPROC=${NPROC:-$("$PY" -c "from common.device import local_device_count; print(local_device_count())")}
+# the device's type and count, asked of one start of torch
+read -r DEVICE_TYPE DEVICE_COUNT < <("$PY" -c "from common.device import select
+d = select(); print(d.type, d.device_count())")
+NPROC=${NPROC:-$DEVICE_COUNT}
 OUT=${OUT:-runs/$(date +%Y%m%d-%H%M%S)}
 TABLE_LANG=${TABLE_LANG:-en}
 EXTRA_ARGS=${EXTRA_ARGS:-}
@@ -33,7 +35,6 @@ if ! mkdir -p "$OUT/logs" || ! probe=$(mktemp "$OUT/.probe.XXXXXX") || ! rm -f "
   exit 2
 fi
 
-DEVICE_TYPE=$("$PY" -c "from common.device import select; print(select().type)")
 if [ -n "${DATA_DIR:-}" ]; then
   MODE=real
   DATA_ARGS=(--data-dir "$DATA_DIR")
@@ -79,11 +80,22 @@ launch() {
   "$PY" -m torch.distributed.run --nnodes "$NNODES" "${rdzv[@]}" --nproc-per-node "$NPROC" \
     "$@" "${DATA_ARGS[@]}" --out "$OUT" --lang "$TABLE_LANG" $EXTRA_ARGS
 }
-train() { launch "$@" "${TRAIN_ARGS[@]}"; }
+# a case: its script, with the weights file the registry names for it where WEIGHTS_DIR
+# holds one ('-': the case takes none)
+run_case() {
+  local script=$1 weights=$2
+  set --
+  if [ "$weights" != - ] && [ -n "${WEIGHTS_DIR:-}" ] && [ -f "$WEIGHTS_DIR/$weights" ]; then
+    set -- --weights "$WEIGHTS_DIR/$weights"
+  fi
+  case $script in
+    */train.py) launch "$script" "$@" "${TRAIN_ARGS[@]}" ;;
+    *) infer "$script" "$@" ;;
+  esac
+}
 infer() {
-  local script=$1 weights=${WEIGHTS_DIR:-}/$2
-  shift 2
-  if [ -n "${WEIGHTS_DIR:-}" ] && [ -f "$weights" ]; then set -- --weights "$weights" "$@"; fi
+  local script=$1
+  shift
   if [ "$MODE" = quick ] && [ "$DEVICE_TYPE" = cpu ]; then
     # building an engine on a cpu takes up to minutes: only where it costs less than it
     # saves on the quick run's images, as this device's engine bench under results/ measured
@@ -97,34 +109,26 @@ infer() {
   launch "$script" "$@" "${INFER_ARGS[@]}"
 }
 
-# one function per case
-resnet50_train() { train resnet50/train.py; }
-mobilenetv2_train() { train mobilenetv2/train.py; }
-vit_train() { train vit/train.py; }
-bit_train() {
-  local weights=${WEIGHTS_DIR:-}/BiT-M-R152x2.npz
-  if [ -n "${WEIGHTS_DIR:-}" ] && [ -f "$weights" ]; then train bit/train.py --weights "$weights"
-  else train bit/train.py; fi
-}
-resnet50_infer() { infer resnet50/infer.py resnet50-0676ba61.pth; }
-mobilenetv2_infer() { infer mobilenetv2/infer.py mobilenet_v2-b0353104.pth; }
-vit_infer() { infer vit/infer.py vit_b_16-c867db91.pth; }
-bit_infer() { infer bit/infer.py BiT-M-R152x2-ILSVRC2012.npz; }
-
-ALL_CASES="resnet50_train mobilenetv2_train vit_train bit_train
-           resnet50_infer mobilenetv2_infer vit_infer bit_infer"
+# the cases, from the registry of the models (common/cases.py): "case script weights"
+if ! CASE_LINES=$("$PY" -m common.cases); then
+  echo "run_all: python -m common.cases failed (the reason is above)" >&2
+  exit 1
+fi
+ALL_CASES=$(awk '{ printf "%s%s", sep, $1; sep = " " }' <<<"$CASE_LINES")
 FAILED=()
 echo "run_all: $MODE mode, ${NNODES}x${NPROC}, records in $OUT"
 for CASE in ${CASES:-$ALL_CASES}; do
   echo "=== $CASE"
-  if ! declare -F "$CASE" >/dev/null; then
+  script=
+  read -r _ script weights < <(awk -v want="$CASE" '$1 == want' <<<"$CASE_LINES")
+  if [ -z "$script" ]; then
     echo "=== $CASE: no such case; CASES takes: $ALL_CASES" >&2
     FAILED+=("$CASE")
     continue
   fi
   mkdir -p "$OUT/logs"
   before=$(records)
-  "$CASE" 2> >(tee "$OUT/logs/$CASE.stderr" >&2)
+  run_case "$script" "$weights" 2> >(tee "$OUT/logs/$CASE.stderr" >&2)
   rc=$?
   wait $! 2>/dev/null  # the tee, so the log is whole before it is read
   if [ $rc -ne 0 ]; then

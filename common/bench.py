@@ -16,11 +16,11 @@ both sides run in this process tree, alternating, in `--repeat` rounds (medians)
              the same JPEGs, workers and crops                          reported, no goal
     models   our ViT-B/16 / torchvision vit_b_16 and our BiT-M-R152x2 / timm's
              resnetv2_152x2_bit, a training step and an inference step          goal >= 1.0
-    engine   each <model>/infer.py: the engine's rate against eager's in the same run
-             (p_infer_core / p_val_core), with the build time    goal >= 1.5, ResNet50 2.5
-             and the room the device leaves: its matmul rate over the FLOP/s eager
-             already reaches
-    train_compile  each <model>/train.py --synthetic: p_core with --compile / without,
+    engine   each <folder>/infer.py: the engine's rate against eager's in the same run
+             (p_infer_core / p_val_core), with the build time, and the room the device
+             leaves: its matmul rate over the FLOP/s eager already reaches
+                                        goal: the model's engine_goal (common/cases.py)
+    train_compile  each <folder>/train.py --synthetic: p_core with --compile / without,
              and after how many steps the compile time is paid back        reported, no goal
 
 Each round runs both sides back to back, so a round's ratio compares them on the
@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 
+from common import cases
 from common.errors import UserError
 from common.files import check_writable
 from common.flags import Parser, non_negative_int, positive_int
@@ -50,7 +51,7 @@ from common.precision import PRECISIONS, choices_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARISONS = ("harness", "loader", "decode", "models", "engine", "train_compile")
-MODELS = ("resnet50", "mobilenetv2", "vit", "bit")
+MODELS = cases.folders()  # a model is named by its folder here, in rows and flags
 
 
 def defaults_for(dev_type):
@@ -255,10 +256,6 @@ def models(a):
 
 # 4. the inference engine against eager
 
-# what a serving engine with frozen weights gives over eager (seed 001's: 2-2.7x)
-ENGINE_GOALS = {"resnet50": 2.5, "mobilenetv2": 1.5, "vit": 1.5, "bit": 1.5}
-
-
 def matmul_rate(dev, dtype, n, calls=5, per_call=4):
     """FLOP/s of this device's n x n matmul in `dtype`: the fastest of `calls` timings,
     after one untimed, of `per_call` matmuls between two synchronisations (on an
@@ -313,7 +310,7 @@ def engine(a):
             runs = [_engine_run(a, model, precision) for _ in range(a.repeat)]
             r = row(f"engine: {model}/infer.py compile / eager",
                     [f["p_infer_core"] for f in runs], [f["p_val_core"] for f in runs],
-                    "img/s", ENGINE_GOALS[model])
+                    "img/s", cases.by_folder(model).engine_goal)
             build_s = statistics.median(f["build_s"] for f in runs)
             bound = engine_bound(runs[0]["flops_per_image"], r["reference"],
                                  ceilings[precision])

@@ -14,7 +14,8 @@ on the meta device, cuDNN's search in the first steps, the record) is planned at
 script: the suite has never run on a GPU, so this is a first guess, for the first run's
 timings.txt to replace. Work is images x FLOPs per image (forward: ResNet50 8.18 G,
 MobileNetV2 0.60 G, ViT-B/16 35.13 G, BiT-M-R152x2 420.7 G at 480 px; a training step
-is three forwards) over a stated share of the peak. Each share is set below the one the
+is three forwards) over a stated share of the peak; a training step's estimate stands
+beside its model's entry in common/cases.py (`GpuStep`). Each share is set below the one the
 seeds' A100 rows reached: the H200's peaks are 3.2x the A100's but its memory bandwidth
 only 2.4x, and the memory-bound layers (normalisations, activations) gain only the
 latter. An engine build is planned at 25 s for each batch shape it compiles (inductor's
@@ -29,11 +30,10 @@ import importlib.util
 import os
 import sys
 
+from common import cases
 from common.deadline import Step
 
 PY = sys.executable
-MODELS = ("resnet50", "mobilenetv2", "vit", "bit")
-CHANNELS_LAST = ("resnet50", "mobilenetv2")  # the convolutional nets whose recipe has it
 
 # a precision the device lacks runs as the nearest it has: tf32 is fp32 with a shorter
 # mantissa, bf16 the other 16-bit float (a CPU has only fp32 and bf16)
@@ -92,13 +92,14 @@ class Plan:
 
     def quick(self):
         odd, photos = os.path.join(self.data, "odd-data"), os.path.join(self.data, "photo-data")
+        resnet50 = cases.by_folder("resnet50")
         return [
-            # a. ResNet50 training, 224 px, bs 256 (the seeds' 1x1 class): 60 steps x 256
-            # = 15,360 images x 24.5 GFLOP = 377 TFLOP. tf32 at 8% of its peak (39.6
-            # TFLOP/s; the seeds' A100 row, 799 img/s, is 12.6% of the A100's 156): 9.5 s
-            self.train("resnet50", "tf32", 256, 10, 50, self.seconds(25, 5)),
-            # amp at 5% of the fp16 peak (49.5 TFLOP/s, 2,020 img/s): 7.6 s
-            self.train("resnet50", "amp", 256, 10, 50, self.seconds(25, 5)),
+            # a. ResNet50 training, 224 px, bs 256 (the seeds' 1x1 class), its registry
+            # step under tf32 too: 60 steps x 256 = 15,360 images x 24.5 GFLOP = 377 TFLOP.
+            # tf32 at 8% of its peak (39.6 TFLOP/s; the seeds' A100 row, 799 img/s, is
+            # 12.6% of the A100's 156): 9.5 s
+            self.train(resnet50, "tf32"),
+            self.train(resnet50, "amp"),
             # b. ResNet50 inference, bs 256, eager then the engine (seed 001): 2 passes x
             # (30 + 5 warm-up) batches x 256 = 17,920 images x 8.18 GFLOP = 147 TFLOP. fp16
             # at 10% of its peak (99 TFLOP/s; the seed's A100 eager fp16, 4,391 img/s, is
@@ -106,18 +107,9 @@ class Plan:
             self.infer_synthetic("fp16", self.seconds(70, 5), build_s=50),
             # tf32 at 8% of its peak (39.6 TFLOP/s): 3.7 s; the build as fp16's
             self.infer_synthetic("tf32", self.seconds(70, 5), build_s=50),
-            # c. the other training cases under amp at the seeds' per-device batch.
-            # MobileNetV2 bs 256 (seed 002's 1x1 row): 60 x 256 images; its depthwise
-            # convolutions are memory-bound, far from any peak: at ~3,000 img/s, 5.1 s
-            self.train("mobilenetv2", "amp", 256, 10, 50, self.seconds(22, 4)),
-            # ViT-B/16 bs 256: 30 x 256 = 7,680 images x 105.4 GFLOP = 809 TFLOP at 15% of
-            # the fp16 peak (148 TFLOP/s; the seed's A100 amp row, 680 img/s per device,
-            # is 23% of its 312): 5.5 s
-            self.train("vit", "amp", 256, 5, 25, self.seconds(25, 6)),
-            # BiT-M-R152x2 bs 16 at 480 px: 25 x 16 = 400 images x 1,262 GFLOP = 505 TFLOP
-            # at 10% of the fp16 peak (99 TFLOP/s; the seed's A100 row, 28.5 img/s per
-            # device, is 23% of its tf32 156): 5.1 s; its 236M weights to make: 20 s start
-            self.train("bit", "amp", 16, 5, 20, self.seconds(30, 5)),
+            # c. the other training cases under amp, each its registry step (estimated
+            # there, beside the model)
+            *(self.train(m, "amp") for m in cases.MODELS if m is not resnet50),
             # d. real JPEGs with a last batch of 1: 5 classes x 13 = 65 images in batches of
             # 32, 32 and 1; 70 small JPEGs to write: 3 s
             self.dataset("odd-data", 5, 13, 40 if self.cpu else 256, self.seconds(3, 2)),
@@ -150,11 +142,12 @@ class Plan:
                  "--print-freq", 20, "--grad-accum", 1, "--out", train]
         found = [self.step(f"resnet50-train-{p}", "train", "resnet50/train.py", "--synthetic",
                            "--batch-size", 256, "--precision", self.precision(p),
-                           "--channels-last", *steps) for p in ("fp32", "tf32", "amp")]
+                           *steps) for p in ("fp32", "tf32", "amp")]
         # the four cases at 224 under amp, the largest batch that fits, where the time goes
         found += [self.step(f"{m}-train-amp-auto", "train", f"{m}/train.py", "--synthetic",
                             "--image-size", 224, "--precision", self.precision("amp"),
-                            "--batch-size", "auto", "--profile", *steps) for m in MODELS]
+                            "--batch-size", "auto", "--profile", *steps)
+                  for m in cases.folders()]
         for model, p, batch, batches in (("resnet50", "fp16", 256, 100),
                                          ("resnet50", "fp32", 256, 100),
                                          ("mobilenetv2", "fp16", 256, 100),
@@ -162,7 +155,6 @@ class Plan:
             found.append(self.step(
                 f"{model}-infer-{p}", "infer", f"{model}/infer.py", "--synthetic",
                 "--batch-size", batch, "--precision", self.precision(p),
-                *(["--channels-last"] if model in CHANNELS_LAST else []),
                 "--synthetic-batches", batches, "--out", self.folder("infer")))
         photos = os.path.join(self.data, "photo-data")
         return found + self.full_real() + [
@@ -177,7 +169,7 @@ class Plan:
         two devices or more."""
         odd, out = os.path.join(self.data, "odd-data"), self.folder("real")
         ndev = self.dev["count"]
-        infer = ["resnet50/infer.py", "--data-dir", odd, "--channels-last", "--workers", 4,
+        infer = ["resnet50/infer.py", "--data-dir", odd, "--workers", 4,
                  "--out", out]
         every_device = ["-m", "torch.distributed.run", "--nproc-per-node", ndev]
         no_trt = ("" if importlib.util.find_spec("torch_tensorrt")
@@ -209,35 +201,36 @@ class Plan:
         return Step(name, [PY, *argv], planned, build_s=build_s, records=self.folder(records),
                     check=check or record_ok, **kw)
 
-    def train(self, model, precision, batch, warmup, timed, planned):
-        """A throughput run: one batch per optimizer step, `warmup` steps, then `timed`."""
-        flags = ["--channels-last"] if model in CHANNELS_LAST else []
+    def train(self, model, precision):
+        """A throughput run of the model's GPU step (common/cases.py): one batch per
+        optimizer step, its warm-up steps, then its timed ones."""
+        gpu, flags = model.gpu, []
+        batch, warmup, timed = gpu.batch, gpu.warmup, gpu.timed
         if self.cpu:
             batch, warmup, timed = 2, 1, 2
-            flags += ["--image-size", 32]
-            if model == "bit":  # R152x2's 236M weights take 8 s to make on a CPU
-                flags += ["--model", "BiT-M-R50x1"]
+            flags = ["--image-size", 32, *gpu.cpu_flags]
         steps = warmup + timed
-        return self.step(f"{model}-train-{precision}", "train", f"{model}/train.py",
+        return self.step(f"{model.folder}-train-{precision}", "train", model.script("train"),
                          "--synthetic", "--batch-size", batch,
                          "--precision", self.precision(precision), *flags,
                          "--synthetic-steps", steps, "--max-steps", steps,
                          "--warmup-steps", warmup, "--print-freq", max(1, timed // 5),
-                         "--grad-accum", 1, "--out", self.folder("train"), planned=planned)
+                         "--grad-accum", 1, "--out", self.folder("train"),
+                         planned=self.seconds(gpu.planned_s, gpu.cpu_s))
 
     def infer_synthetic(self, precision, planned, build_s):
         sizes = (["--batch-size", 2, "--synthetic-batches", 2, *SMALL_INFER] if self.cpu
                  else ["--batch-size", 256, "--synthetic-batches", 30])
         return self.step(f"resnet50-infer-{precision}", "infer", "resnet50/infer.py",
                          "--synthetic", "--precision", self.precision(precision),
-                         "--channels-last", *sizes, *self.engine(), "--out", self.folder("infer"),
+                         *sizes, *self.engine(), "--out", self.folder("infer"),
                          planned=planned, build_s=None if self.cpu else build_s)
 
     def real_pass(self, data, images, planned, build_s):
         """resnet50/infer.py on real JPEGs: both passes must count every image once and
         agree on the accuracy (kept in the record even with random weights)."""
         return self.step("resnet50-real-fp32", "real", "resnet50/infer.py", "--data-dir", data,
-                         "--batch-size", 32, "--precision", "fp32", "--channels-last",
+                         "--batch-size", 32, "--precision", "fp32",
                          *(["--workers", 1, *SMALL_INFER] if self.cpu else ["--workers", 4]),
                          *self.engine(), "--out", self.folder("real"), planned=planned,
                          build_s=None if self.cpu else build_s, needs=("odd-data",),
@@ -247,7 +240,7 @@ class Plan:
         """Both passes eager: what differs is where the JPEGs are decoded."""
         return self.step(f"decode-{where}", "decode", "resnet50/infer.py", "--data-dir", data,
                          "--decode", where, "--precision", self.precision("fp16"),
-                         "--channels-last", "--engine", "eager",
+                         "--engine", "eager",
                          *(["--batch-size", 4, "--repeat", 1, "--workers", 1, *SMALL_INFER]
                            if self.cpu else ["--batch-size", 256, "--repeat", 4]),
                          "--out", self.folder("decode"), planned=planned, needs=("photo-data",))

@@ -22,7 +22,7 @@ import time
 
 from tabulate import tabulate
 
-from common import cli, compare, files, make_dataset, plots, scaling
+from common import cases, cli, compare, files, make_dataset, plots, scaling
 from common.errors import UserError
 from common.flags import Parser
 
@@ -39,9 +39,11 @@ config_arg.refuses = "8"
 
 
 def case_arg(text):
-    """'vit_train' -> 'vit_train': a run_all.sh case, <model>_<train|infer>."""
-    if text.rpartition("_")[2] not in ("train", "infer"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give a run_all.sh case, e.g. vit_train")
+    """A run_all.sh case of the registry, <folder>_<train|infer>."""
+    try:
+        cases.case_model(text)
+    except KeyError as e:
+        raise argparse.ArgumentTypeError(e.args[0]) from None
     return text
 
 
@@ -783,10 +785,10 @@ def comparison(records, references, lang="en"):
 def failed_case_record(case_name, reason, config):
     """The record of a run_all.sh case that ended before writing its own: which case,
     on what, and the last error line it printed."""
-    model, case = case_name.rsplit("_", 1)
+    model, case = cases.case_model(case_name)
     nodes, per_node = (int(n) for n in config.split("x"))
     dev = device.select()
-    return {"schema": 1, "case": case, "model": model, "status": "failed",
+    return {"schema": 1, "case": case, "model": model.name, "status": "failed",
             "error": reason.removeprefix("error: ").strip()[:300], "precision": "",
             "batch_size": "", "config": config, "nodes": nodes, "procs_per_node": per_node,
             "world_size": nodes * per_node, "figures": {},

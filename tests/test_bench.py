@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import run_script
 
-from common import bench, device
+from common import bench, cases, device
 
 
 def test_row_medians_ratio_and_verdict():
@@ -116,10 +116,11 @@ def test_train_compile_runs_each_model_as_a_throughput_run(monkeypatch):
     for key, value in bench.defaults_for("cpu").items():
         setattr(a, key, value)
     rows = bench.train_compile(a)
-    assert [r["model"] for r in rows] == list(bench.MODELS) and len(calls) == 8
+    assert bench.MODELS == cases.folders()
+    assert [r["model"] for r in rows] == list(bench.MODELS) and len(calls) == 2 * len(rows)
     for args in calls:
         assert args[args.index("--grad-accum") + 1] == "1"
-    assert ["--compile" in args for args in calls] == [False, True] * 4
+    assert ["--compile" in args for args in calls] == [False, True] * len(rows)
 
 
 def test_bench_decode_compares_the_device_path_with_the_host_path(tmp_path):

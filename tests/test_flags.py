@@ -9,11 +9,10 @@ import time
 import pytest
 from conftest import ROOT, load_script, run_script
 
-from common import bench, cli, make_dataset, report
+from common import bench, cases, cli, make_dataset, report
 from common.errors import UserError
 
-SCRIPTS = [f"{model}/{kind}.py" for model in ("resnet50", "mobilenetv2", "vit", "bit")
-           for kind in ("train", "infer")]
+SCRIPTS = cases.scripts()
 
 
 def script_parser(script):

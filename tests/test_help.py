@@ -4,8 +4,9 @@ import time
 import pytest
 from conftest import run_script
 
-ENTRY_POINTS = [[f"{model}/{case}.py"] for model in ("resnet50", "mobilenetv2", "vit", "bit")
-                for case in ("train", "infer")]
+from common import cases
+
+ENTRY_POINTS = [[script] for script in cases.scripts()]
 ENTRY_POINTS += [["-m", module] for module in ("common.report", "common.make_dataset",
                                                 "common.bench", "common.gpu_checks")]
 

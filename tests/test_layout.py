@@ -8,15 +8,16 @@ import os
 import pytest
 from conftest import ROOT
 
-PACKAGES = ("common", "resnet50", "mobilenetv2", "vit", "bit")
+from common import cases
+
+PACKAGES = ("common", *cases.folders())
 # each layer imports only from the layers after it, never from one before
-LAYERS = [("resnet50.train", "mobilenetv2.train", "vit.train", "bit.train",
-           "resnet50.infer", "mobilenetv2.infer", "vit.infer", "bit.infer",
+LAYERS = [(*(script[:-3].replace("/", ".") for script in cases.scripts()),
            "common.report", "common.bench", "common.make_dataset", "common.gpu_checks"),
           ("common.train_loop", "common.infer_loop"),
           ("common.clocks", "common.checkpoint", "common.monitor"),
           ("common.dist",),
-          ("common.device",)]
+          ("common.device", "common.cases")]
 LONGEST_FUNCTION = 80  # lines
 
 

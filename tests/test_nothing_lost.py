@@ -18,7 +18,7 @@ from conftest import ROOT, _free_port, load_script, run_script
 from test_resnet50 import only_record
 from test_resume import descendants
 
-from common import checkpoint, cli, files, report
+from common import cases, checkpoint, cli, files, report
 from common.errors import UserError
 
 TINY = ["--synthetic", "--image-size", 32, "--batch-size", 2, "--num-classes", 10,
@@ -133,7 +133,7 @@ def test_records_and_checkpoints_get_the_mode_of_any_new_file(tmp_path, umask, m
 
 def test_suite_version_hashes_the_suites_own_sources(tmp_path, monkeypatch):
     copy = tmp_path / "suite"  # no .git: a copy as a vendor image holds it
-    for folder in ("common", "resnet50", "mobilenetv2", "vit", "bit", "tests"):
+    for folder in ("common", *cases.folders(), "tests"):
         shutil.copytree(os.path.join(ROOT, folder), copy / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(os.path.join(ROOT, "run_all.sh"), copy)

@@ -1,21 +1,19 @@
 """Each training recipe at its reference global batch: the lr and the global batch a
 script uses at 1x1, 1x8 and 2x8, and which of them fix_hp shows."""
+import importlib
+
 import pytest
 import torch
 import torchvision
 
 from bit import train as bit_train
 from bit.model import bit
-from common import cli
+from common import cases, cli
 from common.flops import flops_per_image
 from common.auto_batch import scale_lr
-from mobilenetv2 import train as mobilenetv2_train
-from resnet50 import train as resnet50_train
-from vit import train as vit_train
 from vit.model import MODELS
 
-SCRIPTS = {"resnet50": resnet50_train, "mobilenetv2": mobilenetv2_train, "vit": vit_train,
-           "bit": bit_train}
+SCRIPTS = {folder: importlib.import_module(f"{folder}.train") for folder in cases.folders()}
 
 
 def settled(script, world_size, *argv):
