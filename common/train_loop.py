@@ -1,7 +1,7 @@
-"""The training loop and exact evaluation every `train.py` calls.
+"""The training loop every `train.py` calls.
 
 A recipe hands over its model, optimizer, schedule, loss and batch transform; the loop
-owns the clocks, mixed precision, DDP, evaluation, progress lines and stopping rules,
+owns the clocks, mixed precision, DDP, evaluation (common/evaluate.py), progress lines and stopping rules,
 so every case is timed and evaluated the same way. A recipe that shards its model
 itself (FSDP) says `sharded=True`: no DDP wrapper, and evaluation in lockstep.
 """
@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (auto_batch, checkpoint, cli, data, dist, history, left_behind, monitor,
@@ -25,57 +24,8 @@ from common import (auto_batch, checkpoint, cli, data, dist, history, left_behin
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
+from common.evaluate import evaluate
 from common.flops import flops_per_image
-
-
-def _lockstep_batches(loader, run):
-    """(batch, counted) pairs: the loader's batches, then repeats of its last one that
-    count for nothing, until this rank has run as many forwards as the busiest rank."""
-    (most,) = dist.max_all(run, [len(loader)])
-    batch = None
-    for batch in loader:
-        yield batch, True
-    if batch is None and most > 0:
-        # an empty shard (fewer images than ranks) still has to join every forward
-        batch = data.batch_of(loader, [0])
-    for _ in range(int(most) - len(loader)):
-        yield batch, False
-
-
-def evaluate(model, loader, run, normalize, *, lockstep=False):
-    """Top-1/top-5 in percent over every image of the loader's dataset exactly once
-    across ranks: correct counts summed over ranks, then divided by the image count.
-    `model` must be the bare module (no DDP wrapper: shards may differ in length).
-    lockstep=True for a sharded model, whose every forward is a collective: each rank
-    runs the same number of forwards, the extra ones on a repeated batch not counted."""
-    batches = _lockstep_batches(loader, run) if lockstep else ((b, True) for b in loader)
-    tick = progress.pass_progress(run, "eval", progress.images_in(loader, run))
-    was_training = model.training
-    model.eval()
-    dev = run.device.torch_device
-    correct1 = torch.zeros((), dtype=torch.long, device=dev)
-    correct5 = torch.zeros((), dtype=torch.long, device=dev)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-    n = 0
-    with torch.inference_mode(), run.device.autocast(run.precision):
-        for batch, counted in batches:
-            images, labels = data.to_device(batch, run)
-            logits = model(normalize(images)).float()
-            if not counted:
-                continue
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top5.eq(labels[:, None])
-            correct1 += hits[:, 0].sum()
-            correct5 += hits.any(dim=1).sum()
-            n += labels.shape[0]
-            tick(n * run.world_size)
-    model.train(was_training)
-    c1, c5, loss, n = dist.sum_all(run, [correct1.item(), correct5.item(), loss_sum.item(), n])
-    tick(int(n), final=True)
-    if n == 0:
-        return {"top1": None, "top5": None, "loss": None, "images": 0}
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "images": int(n)}
 
 
 def place_model(model, args, run):

@@ -14,7 +14,7 @@ LAYERS = [("resnet50.train", "mobilenetv2.train", "vit.train", "bit.train",
            "resnet50.infer", "mobilenetv2.infer", "vit.infer", "bit.infer",
            "common.report", "common.bench", "common.make_dataset", "common.gpu_checks"),
           ("common.train_loop", "common.infer_loop"),
-          ("common.clocks", "common.checkpoint", "common.monitor"),
+          ("common.clocks", "common.checkpoint", "common.monitor", "common.evaluate"),
           ("common.dist",),
           ("common.device",)]
 LONGEST_FUNCTION = 80  # lines
