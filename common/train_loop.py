@@ -1,9 +1,11 @@
-"""The training loop every `train.py` calls.
+"""The training run every `train.py` calls: its steps, epochs, evaluations, checkpoints
+and the figures it ends with.
 
-A recipe hands over its model, optimizer, schedule, loss and batch transform; the loop
-owns the clocks, mixed precision, DDP, evaluation (common/evaluate.py), progress lines and stopping rules,
-so every case is timed and evaluated the same way. A recipe that shards its model
-itself (FSDP) says `sharded=True`: no DDP wrapper, and evaluation in lockstep.
+A recipe hands over its model, optimizer, schedule, loss and batch transform; the run
+owns the clocks, mixed precision, DDP, evaluation (common/evaluate.py), progress lines
+and stopping rules (common/stops.py), so every case is timed and evaluated the same
+way. A recipe that shards its model itself (FSDP) says `sharded=True`: no DDP wrapper,
+and evaluation in lockstep.
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import itertools
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -23,9 +24,9 @@ from common import (auto_batch, checkpoint, cli, data, dist, history, left_behin
                     optim, profile, progress)
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
-from common.errors import UserError
 from common.evaluate import evaluate
 from common.flops import flops_per_image
+from common.stops import Stop, StopRequest, failed_step
 
 
 def place_model(model, args, run):
@@ -116,37 +117,6 @@ def _data_words(args, train_loader, val_loader):
                                val=len(val_loader.dataset))
 
 
-class StopRequest:
-    """SIGTERM, SIGHUP (a closed terminal or ssh session) or Ctrl-C asks the run to stop
-    at the next agreed step, write its checkpoint and an incomplete record, and exit; a
-    second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.signal = 0
-        self._old = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signal and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum  # the loader's workers ignore it (data.py): they carry on
-
-    def close(self):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Why training ended: 'epochs', 'max_steps', 'target_acc', 'nan' (the loss was
-    not finite first at `step`) or 'interrupted' (by `signal`)."""
-    reason: str
-    step: int = 0
-    signal: int = 0
-
-
 def _wrap(model, run, sharded):
     """The module the steps call: DDP over the ranks, unless the recipe sharded the model."""
     if not run.distributed or sharded:
@@ -156,16 +126,18 @@ def _wrap(model, run, sharded):
 
 
 class Training:
-    """One training run, set up once (wrapping, clocks, checkpointer, resume, monitor)
-    and then called by every step and epoch. `state` is where the run is, which save()
-    writes; check() reads the first non-finite step and any signal, and stops the run on
-    either. `after_step` maps a step to what runs
-    once it is done (the profiler's window, the compile time), so the steps between
-    carry no such branch."""
+    """One training run, set up once (wrapping, clocks, checkpointer, resume, monitor),
+    then run epoch by epoch (epochs()) and summed up (outcome(), figures()). `state` is
+    where the run is, which save() writes; check() reads the first non-finite step and
+    any signal, and stops the run on either. `after_step` maps a step to what runs once
+    it is done (the profiler's window, the compile time), so the steps between carry no
+    such branch."""
 
-    def __init__(self, run, args, model, optimizer, *, train_loader, normalize, loss_fn,
-                 scheduler, scheduler_per, batch_transform, grad_accum, clip_grad, sharded):
+    def __init__(self, run, args, model, optimizer, *, train_loader, val_loader, normalize,
+                 loss_fn, scheduler, scheduler_per, batch_transform, grad_accum, clip_grad,
+                 sharded):
         self.run, self.args, self.model, self.optimizer = run, args, model, optimizer
+        self.train_loader, self.val_loader = train_loader, val_loader
         self.normalize, self.loss_fn, self.batch_transform = normalize, loss_fn, batch_transform
         self.scheduler, self.scheduler_per = scheduler, scheduler_per
         self.grad_accum, self.clip_grad, self.sharded = grad_accum, clip_grad, sharded
@@ -297,12 +269,12 @@ class Training:
             return Stop("nan", step=int(bad))
         return Stop("interrupted", signal=int(sig)) if sig else None
 
-    def run_eval(self, val_loader, epoch):
+    def run_eval(self, epoch):
         """Evaluate with the clocks paused; the result joins state.evals."""
         s = self.state
         self.run.phase = f"the evaluation after step {s.step}"
         with self.clocks.paused("eval"):
-            result = evaluate(self.model, val_loader, self.run, self.normalize,
+            result = evaluate(self.model, self.val_loader, self.run, self.normalize,
                               lockstep=self.sharded)
         self.run.phase = None
         s.evals.append({"epoch": epoch + 1, "step": s.step, **result})
@@ -310,6 +282,119 @@ class Training:
                               f"top5 {result['top5']:.2f} loss {result['loss']:.4f} "
                               f"over {result['images']} images")
         return result
+
+    def epochs(self):
+        """Epochs from where the state stands until the run stops: (Stop, the last epoch)."""
+        first, skip = self.state.epoch, self.state.batch
+        epoch = first
+        for epoch in range(first, self.args.epochs):
+            stop = (self.train_epoch(epoch, skip if epoch == first else 0)
+                    or self.end_of_epoch(epoch))
+            if stop:
+                return stop, epoch
+        return Stop("epochs"), epoch
+
+    def train_epoch(self, epoch, skip):
+        """Train `epoch` from its batch `skip` to its end or the run's last step; a Stop
+        when the loss went non-finite or a signal came, else None."""
+        loader, s, args, accum = self.train_loader, self.state, self.args, self.grad_accum
+        sampler = getattr(loader, "sampler", None)
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        if skip and hasattr(sampler, "skip"):
+            sampler.skip = skip * loader.batch_size
+        self.model.train()
+        batches = itertools.islice(loader, self.steps_per_epoch * accum - skip)
+        for i, batch in enumerate(batches, start=skip):
+            last = (i + 1) % accum == 0
+            loss, n_images = self.train_batch(batch, last)
+            if not last:
+                continue
+            s.step, s.epoch, s.batch = s.step + 1, epoch, i + 1
+            if s.step in self.after_step:  # a few steps only: the profiler's window, compile_s
+                for action in self.after_step.pop(s.step):
+                    action()
+            # the ranks agree on a stop (signal, non-finite loss) where rank 0 prints: one
+            # sync per --print-freq steps, none between
+            sync_point = s.step % args.print_freq == 0 or s.step == self.total_steps
+            stop = self.check(sync_point)
+            if stop:
+                return stop
+            if sync_point:
+                self.step_line(epoch, s.step, loss, accum,
+                               self.optimizer.param_groups[0]["lr"], n_images * accum)
+            if s.step >= self.total_steps:
+                return None
+            if self.ckpt.due(s.step, None):
+                self.save()
+        return None
+
+    def end_of_epoch(self, epoch):
+        """The epoch's schedule step, evaluation when due, and the checks between epochs;
+        a Stop when the run ends here, else None. An epoch the run's last step cut short
+        is evaluated but stays unfinished: its schedule step is not taken and the state
+        (what a final checkpoint resumes from) stays inside it."""
+        s, args = self.state, self.args
+        if s.batch == self.steps_per_epoch * self.grad_accum:  # the epoch ran to its end
+            if self.scheduler is not None and self.scheduler_per == "epoch":
+                self.scheduler.step()
+            s.epoch, s.batch = epoch + 1, 0
+        finished = s.step >= self.total_steps
+        if self.val_loader is not None and args.eval_every and (
+                (epoch + 1) % args.eval_every == 0 or finished):
+            result = self.run_eval(epoch)
+            if args.target_acc and result["top1"] >= args.target_acc:
+                return Stop("target_acc")
+        if finished:
+            return Stop("max_steps" if args.max_steps and s.step >= args.max_steps
+                        else "epochs")
+        stop = self.check(True)
+        if stop:
+            return stop
+        if self.ckpt.due(s.step, epoch + 1):
+            self.save()
+        return None
+
+    def outcome(self, stop):
+        """(status, error) of a run that ended for `stop`; a run stopped by a signal
+        writes its checkpoint first, so that the same command resumes it."""
+        if stop.reason == "nan":
+            error = (f"loss is not finite at step {stop.step}; lower --lr or use another "
+                     f"--precision")
+            dist.print0(self.run, f"error: {error}", file=sys.stderr)
+            return "failed", error
+        if stop.reason == "interrupted":
+            path = self.save()
+            name = signal.Signals(stop.signal).name
+            error = (f"stopped by {name} at step {self.state.step}; the same command "
+                     f"resumes from {path}")
+            dist.print0(self.run, f"{error}", file=sys.stderr)
+            return "incomplete", error
+        return "ok", None
+
+    def figures(self):
+        """The clocks' figures, the monitor's, the history, memory and accuracy."""
+        run, clocks, s = self.run, self.clocks, self.state
+        figures = clocks.figures(run)
+        if figures.get("why_empty"):
+            dist.print0(run, f"warning: p_whole, p_train and p_core are empty: "
+                             f"{figures['why_empty']}", file=sys.stderr)
+        monitor.stop(self.monitor)
+        figures["monitor"] = monitor.summary(run, self.monitor, clocks.window,
+                                             figures["images"], self.args)
+        figures["history"] = {"steps": history.series(history.STEP_COLUMNS, self.step_rows),
+                              "monitor": history.monitor_series(self.monitor, self.started),
+                              "timed_s": history.window_s(clocks.window, self.started)}
+        figures.update(dist.memory_figures(run))
+        bad = getattr(getattr(self.train_loader, "dataset", None), "bad", None)
+        (skipped,) = dist.sum_all(run, [bad.value if bad is not None else 0])
+        figures.update(steps=s.step, evals=s.evals,
+                       acc=s.evals[-1]["top1"] if s.evals else None,
+                       acc5=s.evals[-1]["top5"] if s.evals else None,
+                       bad_images_skipped=int(skipped), resumed=s.resumed,
+                       compile_s=self.compile_s, profile=self.profiled,
+                       optimizer=optim.describe(self.optimizer))
+        return figures
 
     def kept(self):
         """What the run keeps if it ends here, in words: the checkpoint on disk (this
@@ -349,96 +434,6 @@ class Training:
             "optimizer": optim.describe(self.optimizer)}
 
 
-def one_epoch(t, loader, epoch, skip):
-    """Train `epoch` from its batch `skip` to its end or the run's last step; a Stop when
-    the loss went non-finite or a signal came, else None."""
-    sampler = getattr(loader, "sampler", None)
-    if sampler is not None and hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    if skip and hasattr(sampler, "skip"):
-        sampler.skip = skip * loader.batch_size
-    t.model.train()
-    s, args, accum = t.state, t.args, t.grad_accum
-    batches = itertools.islice(loader, t.steps_per_epoch * accum - skip)
-    for i, batch in enumerate(batches, start=skip):
-        last = (i + 1) % accum == 0
-        loss, n_images = t.train_batch(batch, last)
-        if not last:
-            continue
-        s.step, s.epoch, s.batch = s.step + 1, epoch, i + 1
-        if s.step in t.after_step:  # a few steps only: the profiler's window, compile_s
-            for action in t.after_step.pop(s.step):
-                action()
-        # the ranks agree on a stop (signal, non-finite loss) where rank 0 prints: one
-        # sync per --print-freq steps, none between
-        sync_point = s.step % args.print_freq == 0 or s.step == t.total_steps
-        stop = t.check(sync_point)
-        if stop:
-            return stop
-        if sync_point:
-            t.step_line(epoch, s.step, loss, accum, t.optimizer.param_groups[0]["lr"],
-                        n_images * accum)
-        if s.step >= t.total_steps:
-            return None
-        if t.ckpt.due(s.step, None):
-            t.save()
-    return None
-
-
-def end_of_epoch(t, val_loader, epoch):
-    """The epoch's schedule step, evaluation when due, and the checks between epochs;
-    a Stop when the run ends here, else None. An epoch the run's last step cut short
-    is evaluated but stays unfinished: its schedule step is not taken and the state
-    (what a final checkpoint resumes from) stays inside it."""
-    s, args = t.state, t.args
-    if s.batch == t.steps_per_epoch * t.grad_accum:  # the epoch ran to its end
-        if t.scheduler is not None and t.scheduler_per == "epoch":
-            t.scheduler.step()
-        s.epoch, s.batch = epoch + 1, 0
-    finished = s.step >= t.total_steps
-    if val_loader is not None and args.eval_every and (
-            (epoch + 1) % args.eval_every == 0 or finished):
-        result = t.run_eval(val_loader, epoch)
-        if args.target_acc and result["top1"] >= args.target_acc:
-            return Stop("target_acc")
-    if finished:
-        return Stop("max_steps" if args.max_steps and s.step >= args.max_steps else "epochs")
-    stop = t.check(True)
-    if stop:
-        return stop
-    if t.ckpt.due(s.step, epoch + 1):
-        t.save()
-    return None
-
-
-def _epochs(t, train_loader, val_loader):
-    """Epochs from where the state stands until the run stops: (Stop, the last epoch)."""
-    first, skip = t.state.epoch, t.state.batch
-    epoch = first
-    for epoch in range(first, t.args.epochs):
-        stop = (one_epoch(t, train_loader, epoch, skip if epoch == first else 0)
-                or end_of_epoch(t, val_loader, epoch))
-        if stop:
-            return stop, epoch
-    return Stop("epochs"), epoch
-
-
-def _user_error(e, run, args):
-    """The one-line UserError for a failed step the user can fix, else None."""
-    if run.device.is_out_of_memory(e):
-        # this rank's figures only: a collective now could meet other ranks mid-step
-        peak = run.device.peak_memory() or 0
-        return UserError(f"out of device memory at --batch-size {args.batch_size} per device "
-                         f"(peak {peak / 1024 ** 3:.1f} of "
-                         f"{run.device.total_memory() / 1024 ** 3:.1f} GiB reserved on "
-                         f"{run.device.label}); use a smaller --batch-size")
-    if "more than 1 value per channel" in str(e):  # batch norm over a single value
-        return UserError(f"--batch-size {args.batch_size} at --image-size {args.image_size}: "
-                         f"batch norm needs more than one value per channel to train; give "
-                         f"a larger --batch-size or --image-size")
-    return None
-
-
 def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, loss_fn,
           scheduler=None, scheduler_per="epoch", batch_transform=None, grad_accum=None,
           clip_grad=None, sharded=False):
@@ -456,8 +451,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
         train_loader, val_loader, batch_search = auto_batch.settle(
             run, args, model, optimizer, scheduler, loss_fn, normalize, train_loader,
             val_loader, sharded)
-    t = Training(run, args, model, optimizer, train_loader=train_loader, normalize=normalize,
-                 loss_fn=loss_fn, scheduler=scheduler, scheduler_per=scheduler_per,
+    t = Training(run, args, model, optimizer, train_loader=train_loader,
+                 val_loader=val_loader, normalize=normalize, loss_fn=loss_fn,
+                 scheduler=scheduler, scheduler_per=scheduler_per,
                  batch_transform=batch_transform, grad_accum=grad_accum or args.grad_accum,
                  clip_grad=clip_grad, sharded=sharded)
     progress.header(run, args, "training", _data_words(args, train_loader, val_loader),
@@ -466,18 +462,18 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                     cli.describe_recipe(args.recipe) if args.recipe else None,
                     grad_accum=t.grad_accum)
     try:
-        stop, epoch = _epochs(t, train_loader, val_loader)
+        stop, epoch = t.epochs()
     except Exception as e:
         if run.distributed and run.device.is_collective_timeout(e):
             return t.left_behind()
-        error = _user_error(e, run, args)
+        error = failed_step(e, run, args)
         if error is None:
             raise
         raise error from None
     finally:
         t.stopper.close()
-    status, error = _outcome(t, stop)
-    figures = _figures(t, train_loader)
+    status, error = t.outcome(stop)
+    figures = t.figures()
     figures.update(epochs_run=epoch + 1, stopped=stop.reason, status=status, error=error,
                    batch_size_search=batch_search)
     if status == "ok":
@@ -488,43 +484,3 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     return figures
 
 
-def _outcome(t, stop):
-    """(status, error) of a run that ended for `stop`; a run stopped by a signal writes
-    its checkpoint first, so that the same command resumes it."""
-    if stop.reason == "nan":
-        error = (f"loss is not finite at step {stop.step}; lower --lr or use another "
-                 f"--precision")
-        dist.print0(t.run, f"error: {error}", file=sys.stderr)
-        return "failed", error
-    if stop.reason == "interrupted":
-        path = t.save()
-        name = signal.Signals(stop.signal).name
-        error = f"stopped by {name} at step {t.state.step}; the same command resumes from {path}"
-        dist.print0(t.run, f"{error}", file=sys.stderr)
-        return "incomplete", error
-    return "ok", None
-
-
-def _figures(t, train_loader):
-    """The clocks' figures, the monitor's, the history, memory and accuracy."""
-    run, clocks, s = t.run, t.clocks, t.state
-    figures = clocks.figures(run)
-    if figures.get("why_empty"):
-        dist.print0(run, f"warning: p_whole, p_train and p_core are empty: "
-                         f"{figures['why_empty']}", file=sys.stderr)
-    monitor.stop(t.monitor)
-    figures["monitor"] = monitor.summary(run, t.monitor, clocks.window, figures["images"],
-                                         t.args)
-    figures["history"] = {"steps": history.series(history.STEP_COLUMNS, t.step_rows),
-                          "monitor": history.monitor_series(t.monitor, t.started),
-                          "timed_s": history.window_s(clocks.window, t.started)}
-    figures.update(dist.memory_figures(run))
-    bad = getattr(getattr(train_loader, "dataset", None), "bad", None)
-    (skipped,) = dist.sum_all(run, [bad.value if bad is not None else 0])
-    figures.update(steps=s.step, evals=s.evals,
-                   acc=s.evals[-1]["top1"] if s.evals else None,
-                   acc5=s.evals[-1]["top5"] if s.evals else None,
-                   bad_images_skipped=int(skipped), resumed=s.resumed,
-                   compile_s=t.compile_s, profile=t.profiled,
-                   optimizer=optim.describe(t.optimizer))
-    return figures
