@@ -216,7 +216,7 @@ def _passes(run, args, model, loader, normalize):
     mon = monitor.start(run, args)
     started = time.perf_counter()  # the history's clock
 
-    progress.header(run, args, "inference", _data_words(args, loader),
+    progress.header(run, args, "inference", progress.loader_words(args, val=loader),
                     f"validation pass eager, inference pass through engine '{args.engine}'")
     val = timed_pass(model, loader, run, prep, args.warmup_batches, args.image_size,
                      args.repeat, name="validation pass (eager)")
@@ -271,9 +271,3 @@ def engine_against_eager(engine, val, infer):
     slower = (f"engine slower than eager: {infer['p_core']:.1f} against "
               f"{val['p_core']:.1f} img/s" if speedup < 1 else None)
     return {"engine_speedup": speedup, "engine_slower": slower}
-
-
-def _data_words(args, loader):
-    if args.synthetic:
-        return progress.data_words(args)
-    return progress.data_words(args, val=len(loader.dataset))

@@ -89,34 +89,6 @@ def _resume(state, clocks, run):
     return State(state["step"], state["epoch"], state["batch"], state["evals"], resumed)
 
 
-def _progress_line(run, total_steps, step, rows, t0):
-    """A printer of the progress line: the rate and eta from the steps since its last
-    line (a progress figure only: the record's figures come from the clocks). Each
-    line's figures are appended to `rows` (history.STEP_COLUMNS, seconds from t0)."""
-    last = {"t": time.perf_counter(), "step": step}
-
-    def line(epoch, step, loss, grad_accum, lr, images_per_step):
-        if not run.is_main:  # only rank 0 prints: the others never wait for the loss
-            return
-        now = time.perf_counter()
-        steps, seconds = step - last["step"], now - last["t"]
-        rate = steps * images_per_step * run.world_size / seconds
-        eta = seconds / steps * (total_steps - step)
-        loss = loss.item() * grad_accum  # a sync, on the printing rank only
-        dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
-                         f"lr {lr:.4g} {rate:.1f} img/s eta {progress.fmt_eta(eta)}")
-        rows.append([step, round(now - t0, 3), loss, rate])
-        last.update(t=now, step=step)
-    return line
-
-
-def _data_words(args, train_loader, val_loader):
-    if args.synthetic:
-        return progress.data_words(args)
-    return progress.data_words(args, train=len(train_loader.dataset),
-                               val=len(val_loader.dataset))
-
-
 def _wrap(model, run, sharded):
     """The module the steps call: DDP over the ranks, unless the recipe sharded the model."""
     if not run.distributed or sharded:
@@ -164,8 +136,8 @@ class Training:
         # the step at which the loss first was not finite, kept on the device: no sync per step
         self.first_bad = torch.zeros((), dtype=torch.long, device=dev.torch_device)
         self.started, self.step_rows = time.perf_counter(), []  # the history's clock and rows
-        self.step_line = _progress_line(run, self.total_steps, self.state.step,
-                                        self.step_rows, self.started)
+        self.step_line = progress.step_line(run, self.total_steps, self.state.step,
+                                            self.step_rows, self.started)
 
     def _at(self, step, action):
         self.after_step.setdefault(step, []).append(action)
@@ -456,7 +428,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                  scheduler=scheduler, scheduler_per=scheduler_per,
                  batch_transform=batch_transform, grad_accum=grad_accum or args.grad_accum,
                  clip_grad=clip_grad, sharded=sharded)
-    progress.header(run, args, "training", _data_words(args, train_loader, val_loader),
+    progress.header(run, args, "training",
+                    progress.loader_words(args, train=train_loader, val=val_loader),
                     f"{t.total_steps} steps ({t.steps_per_epoch} per epoch), the first "
                     f"{args.warmup_steps} untimed (warm-up)",
                     cli.describe_recipe(args.recipe) if args.recipe else None,
