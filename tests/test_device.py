@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from common import cli, device
+from common import cli, device, kinds
 from common.errors import UserError
 from common.precision import PRECISIONS, peak_tflops_arg
 from conftest import run_script
@@ -26,7 +26,7 @@ from test_resnet50 import only_record
 ])
 def test_short_label_drops_the_vendor(name, vendor, label):
     # the chips behind the cuda api share the cuda kind and its prefixes
-    kind = next((k for k in device.KINDS if k.vendor == vendor), device.KINDS[0])
+    kind = next((k for k in kinds.KINDS if k.vendor == vendor), kinds.KINDS[0])
     assert device.short_label(name, (vendor, *kind.label_prefixes)) == label
 
 

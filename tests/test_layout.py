@@ -16,7 +16,8 @@ LAYERS = [("resnet50.train", "mobilenetv2.train", "vit.train", "bit.train",
           ("common.train_loop", "common.infer_loop"),
           ("common.clocks", "common.checkpoint", "common.monitor", "common.evaluate"),
           ("common.dist",),
-          ("common.device",)]
+          ("common.device",),
+          ("common.kinds",)]
 LONGEST_FUNCTION = 80  # lines
 
 

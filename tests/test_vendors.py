@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from common import device, monitor, report, vendor_tools
+from common import device, kinds, monitor, report, vendor_tools
 from common.dist import Run
 from common.errors import UserError
 from common.precision import PRECISIONS
@@ -114,7 +114,7 @@ def fake_plugin(name):
 
 @pytest.fixture(autouse=True)
 def bare_machine(monkeypatch):
-    for kind in device.KINDS:
+    for kind in kinds.KINDS:
         if kind.plugin:
             monkeypatch.setitem(sys.modules, kind.plugin, None)  # None: the import fails
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -159,7 +159,7 @@ def install_cuda(monkeypatch, name, hip=None, maca=None):
 
 def test_a_bare_machine_runs_on_cpu():
     assert device.select().type == "cpu"
-    assert not any(device._available(k) for k in device.KINDS if k.type != "cpu")
+    assert not any(device._available(k) for k in kinds.KINDS if k.type != "cpu")
 
 
 def test_detection_follows_the_order_of_kinds(monkeypatch):
@@ -371,17 +371,17 @@ TABLE
 def test_the_readme_lists_every_kind_field():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    assert [f.name for f in dataclasses.fields(device.Kind)
+    assert [f.name for f in dataclasses.fields(kinds.Kind)
             if f"| `{f.name}` |" not in readme] == []
 
 
 def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
     """Detected, synchronised, monitored and labelled from its Kind alone."""
-    acme = device.Kind("Acme", "acme", "gloo", plugin="torch_acme",
+    acme = kinds.Kind("Acme", "acme", "gloo", plugin="torch_acme",
                        visible=("ACME_VISIBLE_DEVICES",),
                        monitors=(vendor_tools.command("acme-smi", ["acme-smi"],
                                                       vendor_tools.parse_smi_table),))
-    monkeypatch.setattr(device, "KINDS", [acme, *device.KINDS])
+    monkeypatch.setattr(kinds, "KINDS", [acme, *kinds.KINDS])
     module = install(monkeypatch, "acme", "torch_acme", device_name="A1-64GB")
     tool = tmp_path / "acme-smi"
     tool.write_text(ACME_SMI)
