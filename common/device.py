@@ -94,6 +94,20 @@ def _nvidia_driver():
         return None
 
 
+def _corex():
+    corex = re.search(r"corex\.?([\d.]*\d)", _torch_build())
+    return corex.group(1) if corex else None
+
+
+# how the record's stack reads each name a kind lists in `software` (None: not there)
+SOFTWARE = {
+    "cudnn": lambda device: torch.backends.cudnn.version(),
+    "corex": lambda device: _corex(),
+    "driver": lambda device: _nvidia_driver() if device.vendor == "NVIDIA" else None,
+    "macos": lambda device: platform.mac_ver()[0],
+}
+
+
 def _api(kind):
     """The module with the kind's device calls (imports its plug-in first)."""
     if kind.plugin:
@@ -105,9 +119,9 @@ def _api(kind):
 
 def _accelerator_serves(kind):
     # torch.accelerator speaks for the device type torch registered; a kind with its own
-    # module does not go through it, and mps gained its memory calls there only lately
+    # module does not go through it, nor one that says so (via_accelerator)
     acc = getattr(torch, "accelerator", None)
-    if acc is None or kind.api or kind.type in ("cpu", "mps"):
+    if acc is None or kind.api or kind.host or not kind.via_accelerator:
         return False
     current = acc.current_accelerator()
     return current is not None and current.type == kind.type
@@ -122,24 +136,24 @@ class Device:
         self.backend = kind.backend
         self.vendor = kind.vendor
         self.index = index
-        self.api = None if kind.type == "cpu" else _api(kind)
+        self.api = None if kind.host else _api(kind)
         self._accelerator = _accelerator_serves(kind)
-        if kind.type == "cpu":
-            self.name, self.label = _cpu_name(), "CPU"
+        if kind.host:
+            self.name, self.label = _cpu_name(), kind.vendor
             return
         set_device = self._call("set_device_index", "set_device")
         if set_device is not None:  # mps has one device and nothing to set
             set_device(index)
         get_name = getattr(self.api, "get_device_name", None)
         self.name = get_name(index) if get_name else _apple_chip()
-        if kind.type == "cuda":
+        if kind.cuda_api:
             self.vendor = cuda_vendor(self.name)
         self.label = short_label(self.name, (self.vendor, *kind.label_prefixes))
 
     @property
     def torch_device(self):
         # built on use, as torch knows a plug-in's type name only once the plug-in is imported
-        return torch.device("cpu") if self.type == "cpu" else torch.device(self.type, self.index)
+        return torch.device(self.type) if self.kind.host else torch.device(self.type, self.index)
 
     def __repr__(self):
         return f"Device({self.torch_device}, {self.name!r})"
@@ -157,22 +171,24 @@ class Device:
 
     # clocks
     def synchronize(self):
-        if self.type != "cpu":
+        if not self.kind.host:
             # torch_xmlir.xpu has called it xpu_synchronize
             self._call("synchronize", "xpu_synchronize")()
 
     def timing_event(self):
         """A device event that records when the queued work reaches it, or None."""
-        if self.type == "cpu":
+        if self.kind.host:
             return None
         if self._accelerator and hasattr(torch, "Event"):
             return torch.Event(self.torch_device, enable_timing=True)
         event = getattr(self.api, "Event", None)  # absent from torch_xmlir.xpu and older mps
         return event(enable_timing=True) if event is not None else None
 
-    # memory
+    # memory, read as the kind's `memory` says: "allocator" (the device's own memory and
+    # its allocator's peak), "unified" (mps: memory shared with the host, no peak kept) or
+    # "host" (the host's own: the process's peak RSS over the machine's memory)
     def reset_peak_memory(self):
-        if self.type in ("cpu", "mps"):
+        if self.kind.memory != "allocator":  # only an allocator keeps a peak to reset
             return
         # older torch_musa names it reset_peak_stats; some torch_xmlir builds have neither
         reset = self._call("reset_peak_memory_stats", "reset_peak_stats")
@@ -182,17 +198,17 @@ class Device:
 
     def empty_cache(self):
         """Give the allocator's cached blocks back (after an out-of-memory attempt)."""
-        if self.type not in ("cpu",):
+        if not self.kind.host:
             release = self._call("empty_cache")
             if release is not None:
                 release()
 
     def peak_memory(self):
-        """Bytes: the allocator's peak reservation, or the process's peak RSS on CPU;
+        """Bytes: the allocator's peak reservation, or the process's peak RSS on the host;
         None where the device's module cannot tell (the mem cell stays empty)."""
-        if self.type == "cpu":
+        if self.kind.memory == "host":
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        if self.type == "mps":
+        if self.kind.memory == "unified":
             # mps keeps no peak: what the metal driver holds for this process, pools included
             return self.api.driver_allocated_memory()
         peak = self._call("max_memory_reserved")
@@ -203,9 +219,9 @@ class Device:
 
     def total_memory(self):
         machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if self.type == "cpu":
+        if self.kind.memory == "host":
             return machine
-        if self.type == "mps":
+        if self.kind.memory == "unified":
             # unified memory: metal's recommended working set where torch can read it
             recommended = getattr(self.api, "recommended_max_memory", None)
             return recommended() if recommended else machine
@@ -214,13 +230,13 @@ class Device:
     @property
     def pin_memory(self):
         """True where page-locked host batches let the copy to the device run async; a
-        cpu run has no copy."""
-        return self.type != "cpu"
+        run on the host has no copy."""
+        return not self.kind.host
 
     @property
     def reports_out_of_memory(self):
-        """False on a cpu: the system kills the process instead of raising an error."""
-        return self.type != "cpu"
+        """False on the host's memory: the system kills the process instead of raising."""
+        return self.kind.memory != "host"
 
     def jpeg_decoders(self):
         """The image libraries whose batched JPEG decoder may run on this device, in
@@ -230,7 +246,7 @@ class Device:
         AMD's builds with rocJPEG (ROCm/vision; upstream torchvision removed its
         rocJPEG decoder before releasing it), elsewhere it says 'torchvision not
         compiled with nvJPEG support'."""
-        if self.type == "cuda" and torch.version.hip:
+        if self.kind.cuda_api and torch.version.hip:
             return ("torchvision",)
         return self.kind.jpeg_decoders
 
@@ -238,11 +254,11 @@ class Device:
     def decoding_frees_the_host(self):
         """True where decoding on the device takes the work off the host's cores; a
         cpu "device" is the main process itself, beside the loader's workers."""
-        return self.type != "cpu"
+        return not self.kind.host
 
     def ddp_device_ids(self):
-        """DDP's device_ids: the one device of this process, None on a cpu."""
-        return None if self.type == "cpu" else [self.index]
+        """DDP's device_ids: the one device of this process, None on the host."""
+        return None if self.kind.host else [self.index]
 
     @staticmethod
     def is_out_of_memory(error):
@@ -260,26 +276,28 @@ class Device:
             words in str(error) for words in kinds.COLLECTIVE_TIMEOUT_WORDS)
 
     def device_count(self):
-        """Devices of this kind on this node (1 for CPU and mps)."""
-        if self.type in ("cpu", "mps"):
+        """Devices of this kind on this node: 1 for the host, and for a kind that runs
+        one process only (mps)."""
+        if self.kind.host or self.backend is None:
             return 1
         return self._call("device_count")()
 
-    # random state (the host's is torch's own)
+    # random state (the host's is torch's own: the host has no device module)
     def rng_state(self):
-        get = None if self.type == "cpu" else getattr(self.api, "get_rng_state", None)
+        get = getattr(self.api, "get_rng_state", None)
         return get() if get is not None else None
 
     def set_rng_state(self, state):
-        put = None if self.type == "cpu" else getattr(self.api, "set_rng_state", None)
+        put = getattr(self.api, "set_rng_state", None)
         if state is not None and put is not None:
             put(state)
 
     # precision: what a name means is common/precision.py's; how this device does it is here
     def supported_precisions(self):
-        """The --precision names this device runs."""
-        if self.type == "cpu":
-            return ("fp32", "bf16")
+        """The --precision names this device runs: the kind's own list, else those its
+        module says it has."""
+        if self.kind.precisions:
+            return self.kind.precisions
         found = ["fp32", "amp", "fp16"]
         # tf32 is an nvidia ampere tensor-core mode; other cuda-api chips report capabilities
         # of their own (kunlunxin's compat layer says 8.6)
@@ -348,22 +366,16 @@ class Device:
     def stack(self):
         """The vendor and the versions of its software under torch, for the record."""
         found = {"vendor": self.vendor}
-        if self.type != "cpu":  # a cpu run does not use the build's accelerator software
+        if not self.kind.host:  # a cpu run does not use the build's accelerator software
             found.update({a: getattr(torch.version, a, None) for a in kinds.VERSION_ATTRS})
         if self.kind.plugin:
             found[self.kind.plugin] = getattr(sys.modules[self.kind.plugin], "__version__", None)
-        if self.type == "cuda":
-            found["cudnn"] = torch.backends.cudnn.version()
-            corex = re.search(r"corex\.?([\d.]*\d)", _torch_build())
-            found["corex"] = corex.group(1) if corex else None
-            found["driver"] = _nvidia_driver() if self.vendor == "NVIDIA" else None
-        if self.type == "mps":
-            found["macos"] = platform.mac_ver()[0]
+        found.update({name: SOFTWARE[name](self) for name in self.kind.software})
         return {k: v for k, v in found.items() if v}
 
 
 def _available(kind):
-    if kind.type == "cpu":
+    if kind.host:
         return True
     try:
         api = _api(kind)
@@ -389,7 +401,7 @@ def select(requested="auto", local_rank=0):
     if kind.backend is None and launcher.world_from_env()[2] > 1:
         raise UserError(f"--device {kind.type}: {kind.vendor} runs one process only; "
                         f"run the script without torchrun (or with --nproc_per_node 1)")
-    return Device(kind, local_rank if kind.type != "cpu" else 0)
+    return Device(kind, 0 if kind.host else local_rank)
 
 
 def local_device_count(requested="auto"):

@@ -41,6 +41,12 @@ class Kind:
     tf32_switches: tuple = ()   # attributes of `api` that let fp32 math run in a shorter form
     jpeg_decoders: tuple = ()   # image libraries that decode JPEG batches on it (--decode)
     dist_env: tuple = ()        # (variable, value): how the backend meets a timed-out collective
+    host: bool = False          # the host's own processors: no device module, index or copy
+    memory: str = "allocator"   # how mem is read: "allocator", "unified" or "host" (Device)
+    via_accelerator: bool = True  # torch.accelerator may speak for it (where it serves the type)
+    precisions: tuple = ()      # the --precision names it runs; empty: asked of the device
+    cuda_api: bool = False      # the CUDA API, which several vendors' chips serve (cuda_vendor)
+    software: tuple = ()        # what the record's stack names besides torch.version's
 
     def visible_ids(self, n):
         """The ids (index or uuid) the tools know the node's first n devices by."""
@@ -78,7 +84,7 @@ KINDS = [
          monitors=CUDA_TOOLS, fused_optimizer=True, profiler_activity="CUDA",
          compile_mode="max-autotune", label_prefixes=("Tesla", "GeForce", "Instinct"),
          jpeg_decoders=("torchcodec", "torchvision"),  # nvJPEG, both
-         dist_env=NCCL_ON_TIMEOUT),
+         dist_env=NCCL_ON_TIMEOUT, cuda_api=True, software=("cudnn", "corex", "driver")),
     Kind("Moore Threads", "musa", "mccl", plugin="torch_musa", visible=("MUSA_VISIBLE_DEVICES",),
          monitors=(tools.command("mthreads-gmi", ["mthreads-gmi"], tools.parse_smi_table),)),
     Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu", visible=("MLU_VISIBLE_DEVICES",),
@@ -95,10 +101,12 @@ KINDS = [
     Kind("Intel", "xpu", "xccl", visible=("ZE_AFFINITY_MASK",),
          monitors=(tools.command("xpu-smi", INTEL_DUMP, tools.parse_xpu_dump),),
          fused_optimizer=True, label_prefixes=("Intel(R)", "Data Center")),
-    Kind("Apple", "mps", None),
+    # mps gained its memory calls in torch.accelerator only lately, and keeps no peak
+    Kind("Apple", "mps", None, memory="unified", via_accelerator=False, software=("macos",)),
     # libjpeg-turbo, in the main process: --decode device only, never auto's choice
     Kind("CPU", "cpu", "gloo", fused_optimizer=True,
-         jpeg_decoders=("torchcodec", "torchvision")),
+         jpeg_decoders=("torchcodec", "torchvision"), host=True, memory="host",
+         precisions=("fp32", "bf16")),
 ]
 
 # dense peak TFLOP/s of one device per precision, from each product's data sheet (the

@@ -391,6 +391,9 @@ def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
 
     d = device.select()
     assert (d.vendor, d.type, d.backend, d.label) == ("Acme", "acme", "gloo", "A1")
+    # an accelerator's facts are the Kind's defaults: batches pinned, out of memory raised
+    assert d.pin_memory and d.reports_out_of_memory and d.decoding_frees_the_host
+    assert d.ddp_device_ids() == [0] and d.device_count() == 4
     d.synchronize()
     assert module.calls[-1] == ("synchronize", None)
 
