@@ -319,7 +319,11 @@ class Device:
         torch.set_float32_matmul_precision("high" if precision.tf32 else "highest")
         for switch in self.kind.tf32_switches:
             self._set_switch(switch, precision.tf32)
-        # every timed step has the same shapes: let cudnn pick its fastest kernels once
+
+    @staticmethod
+    def tune_for_fixed_shapes():
+        """Every timed step has the same shapes: let the convolution library try its
+        kernels on the first call of each shape and keep the fastest."""
         torch.backends.cudnn.benchmark = True
 
     def _set_switch(self, path, on):

@@ -1,8 +1,10 @@
 """The device shim: labels, selection, precision checks and peak FLOP/s lookup, on CPU."""
+import argparse
+
 import pytest
 import torch
 
-from common import cli, device, kinds
+from common import cli, device, dist, kinds
 from common.errors import UserError
 from common.precision import PRECISIONS, peak_tflops_arg
 from conftest import run_script
@@ -64,6 +66,15 @@ def test_fp32_means_no_tf32():
     d.set_precision(PRECISIONS["fp32"])
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_a_run_tunes_kernels_to_fixed_shapes_apart_from_its_precision(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    device.select("cpu").set_precision(PRECISIONS["fp32"])
+    assert not torch.backends.cudnn.benchmark  # the math mode only
+    run = dist.start(argparse.Namespace(device="cpu", dist_timeout=60, precision="fp32",
+                                        seed=0))
+    assert run.precision is PRECISIONS["fp32"] and torch.backends.cudnn.benchmark
 
 
 def named(name):
