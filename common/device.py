@@ -362,11 +362,6 @@ class Device:
                     return table[key] * 1e12, f"table: {entry}"
                 return None, f"{entry} has no {key} peak on its data sheet; give --peak-tflops"
         return None, f"{self.label} has no {key} peak in the table; give --peak-tflops"
-
-    def peak_flops(self, precision):
-        """Dense peak FLOP/s of this device at `precision`, or None where unknown."""
-        return self.peak(precision)[0]
-
     def stack(self):
         """The vendor and the versions of its software under torch, for the record."""
         found = {"vendor": self.vendor}

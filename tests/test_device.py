@@ -111,13 +111,12 @@ def test_peak_from_the_device_name_most_specific_first(name, precision, entry, t
     d = named(name)
     precision = PRECISIONS[precision]
     assert d.peak(precision) == (pytest.approx(tflops * 1e12), f"table: {entry}")
-    assert d.peak_flops(precision) == pytest.approx(tflops * 1e12)
 
 
 def test_no_peak_rather_than_a_guess():
     d = device.select("cpu")
     fp32, bf16 = PRECISIONS["fp32"], PRECISIONS["bf16"]
-    assert d.peak(fp32)[0] is None and d.peak_flops(fp32) is None
+    assert d.peak(fp32)[0] is None
     d = named("Tesla V100-SXM2-32GB")
     assert d.peak(bf16)[0] is None  # no bf16 on the data sheet: not another entry's
 
