@@ -6,7 +6,9 @@ makes; the numbers the stand-ins return are made up. Every test starts on a bare
 no plug-in importable, no cuda, xpu or mps device, torch.accelerator serving nothing.
 """
 import argparse
+import ast
 import dataclasses
+import glob
 import os
 import stat
 import sys
@@ -413,3 +415,56 @@ def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
     env = report.environment(run)
     assert env["device"]["vendor"] == "Acme" and env["versions"]["stack"]["torch_acme"]
     assert report.infer_config(env) == "Acme A1"
+
+
+# the shim: every other module asks it, and never names a vendor, chip API or backend
+SHIM = ("common/device.py", "common/kinds.py", "common/vendor_tools.py")
+CUDA_API_VENDORS = ("AMD", "Hygon", "Iluvatar", "MetaX")  # told apart by device.cuda_vendor
+
+
+def vendor_words():
+    """What names a vendor: its name, its device type and backend (the host's aside)."""
+    accelerators = [k for k in kinds.KINDS if not k.host]
+    return ({k.vendor for k in accelerators} | set(CUDA_API_VENDORS)
+            | {k.type for k in accelerators} | {k.backend for k in accelerators if k.backend})
+
+
+def suite_sources():
+    for package in ("common", "resnet50", "mobilenetv2", "vit", "bit"):
+        for path in sorted(glob.glob(os.path.join(ROOT, package, "*.py"))):
+            yield os.path.relpath(path, ROOT)
+
+
+def dotted(node):
+    """'torch.version.hip' for the attribute chain `node`, None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    owner = dotted(node.value) if isinstance(node, ast.Attribute) else None
+    return f"{owner}.{node.attr}" if owner else None
+
+
+def vendor_mentions(path, words):
+    """'line: what' for each string equal to a vendor word (a comparison, a key) and each
+    use of a device type's own torch module or of torch.version's vendor attributes."""
+    lowered = {w.lower() for w in words}
+    vendor_attrs = {f"torch.{w}" for w in words} | {f"torch.version.{a}"
+                                                    for a in kinds.VERSION_ATTRS}
+    found = []
+    for node in ast.walk(ast.parse(open(os.path.join(ROOT, path)).read())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value.strip().lower() in lowered:
+                found.append(f"{node.lineno}: {node.value!r}")
+        elif isinstance(node, ast.Attribute) and dotted(node) in vendor_attrs:
+            found.append(f"{node.lineno}: {dotted(node)}")
+    return found
+
+
+def test_vendor_names_live_only_in_the_shim():
+    words = vendor_words()
+    assert {"NVIDIA", "Ascend", "cuda", "npu", "nccl"} <= words and not {"CPU", "cpu"} & words
+    outside = {path: vendor_mentions(path, words) for path in suite_sources()
+               if path not in SHIM}
+    assert {path: found for path, found in outside.items() if found} == {}
+    # and the check sees a mention where there is one
+    assert vendor_mentions("common/kinds.py", words) and vendor_mentions("common/device.py",
+                                                                         words)
