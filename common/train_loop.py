@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import signal
 import sys
 import time
@@ -368,20 +367,6 @@ class Training:
                        optimizer=optim.describe(self.optimizer))
         return figures
 
-    def kept(self):
-        """What the run keeps if it ends here, in words: the checkpoint on disk (this
-        run's own, or the one it resumed from), its step, and the command that goes on."""
-        own = os.path.isfile(self.ckpt.path)
-        path = self.ckpt.path if own else (self.state.resumed or {}).get("checkpoint")
-        step = checkpoint.step_of(path) if path else None
-        if step is None:
-            return ("no checkpoint was written yet (see --checkpoint-every); the same "
-                    "command starts afresh")
-        # --resume auto finds the run's own checkpoint; --resume PATH takes PATH again
-        same = self.args.resume == "auto" or (not own and path == self.args.resume)
-        how = "the same command" if same else "the command with --resume auto"
-        return f"the last checkpoint (step {step}, {path}) is kept: {how} resumes from it"
-
     def left_behind(self):
         """The figures of a run whose collective timed out (a rank hangs): this rank's
         own, since a collective would wait for the lost rank again; the last checkpoint
@@ -391,7 +376,8 @@ class Training:
                                          run.phase or f"step {s.step + 1}")
         monitor.stop(self.monitor)
         return {
-            "status": "incomplete", "error": lost.line(self.kept()), "stopped": "lost_rank",
+            "status": "incomplete", "error": lost.line(self.ckpt.kept(s.resumed)),
+            "stopped": "lost_rank",
             "left_behind": lost.record(), "steps": s.step, "epochs_run": s.epoch + 1,
             "why_empty": f"a collective timed out at {lost.waited_at}: the figures over "
                          f"every rank could not be gathered; rank {run.rank}'s own are in "
