@@ -2,7 +2,8 @@
 step that failed for a reason the user can fix.
 
 The loop asks for a stop only at the steps where the ranks agree (common/train_loop.py);
-the signal handler itself only notes the signal, so that no step is cut in half.
+the signal handler only notes the signal (a second Ctrl-C aside), so that no step is
+cut in half.
 """
 from __future__ import annotations
 
