@@ -23,6 +23,7 @@ import re
 import resource
 import subprocess
 import sys
+
 import torch
 
 from common import kinds, launcher

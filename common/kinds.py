@@ -27,6 +27,9 @@ from common import vendor_tools as tools
 
 @dataclass(frozen=True)
 class Kind:
+    """What the suite needs to know of one kind of chip. The defaults are those of an
+    accelerator with its own memory and device module; the CPU and Apple entries say
+    where they differ (the README's table explains each field)."""
     vendor: str                # shown in records and tables (cuda: refined by cuda_vendor)
     type: str                  # torch device type
     backend: str | None        # torch.distributed backend; None: one process only
