@@ -119,6 +119,7 @@ def bare_loop(image_size, batch_size, precision, channels_last, steps, warmup):
     dev = device.select()
     precision = PRECISIONS[precision]  # the flags carry its name
     dev.set_precision(precision)
+    dev.tune_for_fixed_shapes()  # as dist.start does for our side
     torch.manual_seed(0)
     model = torchvision.models.resnet50(num_classes=1000).to(dev.torch_device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -227,6 +228,7 @@ def models(a):
     dev = device.select()
     precision = PRECISIONS[a.precision]
     dev.set_precision(precision)
+    dev.tune_for_fixed_shapes()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(a.model_batch_size, 3, a.image_size, a.image_size, generator=g)
     y = torch.randint(0, 1000, (a.model_batch_size,), generator=g)

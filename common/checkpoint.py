@@ -178,6 +178,21 @@ class Checkpointer:
                             f"means other batches: resume with --batch-size {written}, or "
                             f"--resume never")
 
+    def kept(self, resumed=None):
+        """What a run that ends now keeps, in words: the checkpoint on disk (its own, or
+        the one it resumed from, as its `resumed` block names it), its step, and the
+        command that goes on."""
+        own = os.path.isfile(self.path)
+        path = self.path if own else (resumed or {}).get("checkpoint")
+        step = step_of(path) if path else None
+        if step is None:
+            return ("no checkpoint was written yet (see --checkpoint-every); the same "
+                    "command starts afresh")
+        # --resume auto finds the run's own checkpoint; --resume PATH takes PATH again
+        same = self.args.resume == "auto" or (not own and path == self.args.resume)
+        how = "the same command" if same else "the command with --resume auto"
+        return f"the last checkpoint (step {step}, {path}) is kept: {how} resumes from it"
+
     def remove(self):
         """The run ended well and its record is on disk: its checkpoint has served (the
         final state is kept only with --keep-checkpoint, written beside it)."""

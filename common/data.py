@@ -230,7 +230,7 @@ def leave_stop_signals_to_the_rank(worker_id):
     """A loader worker outlives a Ctrl-C and a SIGTERM that are not its rank's. SLURM's
     scancel and a terminal signal every process of the job; a worker that died of it
     would end its rank's batches wherever that rank was, before the ranks agree on a
-    step to stop at (train_loop's StopRequest). A SIGTERM from the rank itself (the
+    step to stop at (common/stops.py's StopRequest). A SIGTERM from the rank itself (the
     loader's or Python's shutdown of its workers) still ends the worker; where the OS
     cannot tell who sent a signal (no sigwaitinfo), SIGTERM keeps its default."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,24 +1,11 @@
-"""The device shim: the one place in the suite that knows about vendors.
+"""The device shim: the `Device` of this process, and which kind of chip it is.
 
+Together with its data (common/kinds.py) and the monitors' parsers
+(common/vendor_tools.py) it is the one place in the suite that knows about vendors.
 Everything else asks a `Device` (or its `Kind`) for what it needs (synchronize,
 memory, the distributed backend, autocast, timing events, peak FLOP/s, how to
 monitor the chip, which variable lists its visible devices, fused optimizer
-kernels, profiler activities) and never branches on a vendor. A new kind of chip
-is one more entry in KINDS; its monitoring tools are read by common/vendor_tools.py.
-
-Detection order is the order of KINDS: the first kind whose plug-in imports and
-whose device module says `is_available()` wins; CPU is last and always there.
-
-    cuda  NVIDIA, and the chips behind the CUDA API: AMD and Hygon DCU (ROCm builds),
-          Iluvatar (CoreX builds), MetaX (MACA builds); told apart by `cuda_vendor`
-    musa  Moore Threads (torch_musa)      mlu  Cambricon (torch_mlu)
-    npu   Ascend (torch_npu)              xpu  Kunlunxin (torch_xmlir), then Intel (torch.xpu)
-    mps   Apple, one process only         cpu  always
-
-cuda comes first because it is cheap to ask and needs no plug-in import; a
-Kunlunxin build that serves the CUDA API is found there too.
-`--device TYPE` takes the first available kind of that torch device type instead
-(`--device xpu` is Kunlunxin where torch_xmlir is installed, Intel otherwise).
+kernels, profiler activities) and never branches on a vendor.
 
 Each call goes to `torch.accelerator` where the installed torch has it and it
 serves this kind, else to the kind's own module (torch.npu, torch_xmlir.xpu, ...).
@@ -36,135 +23,12 @@ import re
 import resource
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import torch
 
-from common import launcher
-from common import vendor_tools as tools
+from common import kinds, launcher
 from common.errors import UserError
 from common.precision import PRECISIONS
-
-
-@dataclass(frozen=True)
-class Kind:
-    vendor: str                # shown in records and tables (cuda: refined by cuda_vendor)
-    type: str                  # torch device type
-    backend: str | None        # torch.distributed backend; None: one process only
-    plugin: str | None = None  # module that registers the device type with torch
-    api: str | None = None     # module with the device calls, where it is not torch.<type>
-    visible: tuple = ()        # environment variables that list the devices a process sees
-    monitors: tuple = ()       # vendor_tools.Tool: how to sample the chip, tried in order
-    fused_optimizer: bool = False       # torch's own fused SGD/AdamW kernels run on it
-    profiler_activity: str | None = None  # torch.profiler.ProfilerActivity with device time
-    compile_mode: str = "default"       # torch.compile mode of the inference engine
-    label_prefixes: tuple = ()  # words before the model in device names, besides the vendor
-    tf32_switches: tuple = ()   # attributes of `api` that let fp32 math run in a shorter form
-    jpeg_decoders: tuple = ()   # image libraries that decode JPEG batches on it (--decode)
-    dist_env: tuple = ()        # (variable, value): how the backend meets a timed-out collective
-
-    def visible_ids(self, n):
-        """The ids (index or uuid) the tools know the node's first n devices by."""
-        for var in self.visible:
-            listed = [s.strip() for s in os.environ.get(var, "").split(",") if s.strip()]
-            if listed:
-                return listed[:n]
-        return [str(i) for i in range(n)]
-
-
-# kunlunxin's tool is xpu-smi, xpu_smi in older releases; intel's xpu-smi is another tool
-KUNLUNXIN_TOOLS = (tools.command("xpu-smi", ["xpu-smi"], tools.parse_smi_table),
-                   tools.command("xpu_smi", ["xpu_smi"], tools.parse_smi_table))
-# the cuda entry serves every chip behind the CUDA API: its tools are tried in turn and the
-# first that answers is the chip's own (nvml or nvidia-smi, ixsmi, rocm-smi or amdsmi,
-# hy-smi, mx-smi, kunlunxin's). ixsmi names its power field gpu.power.draw from corex 4 on.
-CUDA_TOOLS = (tools.NVML, tools.smi_csv("nvidia-smi", "power.draw"),
-              tools.smi_csv("ixsmi", "gpu.power.draw"), tools.smi_csv("ixsmi", "power.draw"),
-              tools.command("ixsmi", ["ixsmi"], tools.parse_smi_table), tools.ROCM_SMI,
-              tools.AMDSMI, tools.command("hy-smi", ["hy-smi"], tools.parse_column_table),
-              tools.command("mx-smi", ["mx-smi"], tools.parse_smi_table), *KUNLUNXIN_TOOLS)
-INTEL_DUMP = ["xpu-smi", "dump", "-d", "-1", "-m", "0,1,3,18", "-n", "1"]
-
-# a collective that outlives --dist-timeout must raise in the rank that waits, so that the
-# rank can say so in one line and write its record. nccl's default (3) ends the process
-# from its watchdog thread instead; 2 aborts the communicators and the rank's next call
-# raises. A dump of the flight recorder on a timeout (on by default in recent torch) would
-# end the process too, from the monitor thread, once written; that thread still ends a
-# process whose watchdog is stuck itself. torch 2.1 reads these names without TORCH_
-# (dist.py). A variable the user has set is left as it is.
-NCCL_ON_TIMEOUT = (("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2"), ("TORCH_NCCL_DUMP_ON_TIMEOUT", "0"))
-
-KINDS = [
-    Kind("NVIDIA", "cuda", "nccl", visible=("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"),
-         monitors=CUDA_TOOLS, fused_optimizer=True, profiler_activity="CUDA",
-         compile_mode="max-autotune", label_prefixes=("Tesla", "GeForce", "Instinct"),
-         jpeg_decoders=("torchcodec", "torchvision"),  # nvJPEG, both
-         dist_env=NCCL_ON_TIMEOUT),
-    Kind("Moore Threads", "musa", "mccl", plugin="torch_musa", visible=("MUSA_VISIBLE_DEVICES",),
-         monitors=(tools.command("mthreads-gmi", ["mthreads-gmi"], tools.parse_smi_table),)),
-    Kind("Cambricon", "mlu", "cncl", plugin="torch_mlu", visible=("MLU_VISIBLE_DEVICES",),
-         monitors=(tools.command("cnmon", ["cnmon"], tools.parse_smi_table),)),
-    # torch_npu runs fp32 convolutions in hf32 unless told not to: conv.allow_hf32 defaults
-    # to True, matmul.allow_hf32 to False (torch_npu's api reference: hiascend.com/document/
-    # detail/zh/Pytorch/600/apiref/apilist/ptaoplist_000923.html and ptaoplist_000221.html)
-    Kind("Ascend", "npu", "hccl", plugin="torch_npu", visible=("ASCEND_RT_VISIBLE_DEVICES",),
-         monitors=(tools.command("npu-smi", ["npu-smi", "info"], tools.parse_npu_smi),),
-         tf32_switches=("matmul.allow_hf32", "conv.allow_hf32")),
-    # torch.xpu is intel's; kunlunxin's own calls live in torch_xmlir.xpu
-    Kind("Kunlunxin", "xpu", "xccl", plugin="torch_xmlir", api="torch_xmlir.xpu",
-         visible=("XPU_VISIBLE_DEVICES",), monitors=KUNLUNXIN_TOOLS, fused_optimizer=True),
-    Kind("Intel", "xpu", "xccl", visible=("ZE_AFFINITY_MASK",),
-         monitors=(tools.command("xpu-smi", INTEL_DUMP, tools.parse_xpu_dump),),
-         fused_optimizer=True, label_prefixes=("Intel(R)", "Data Center")),
-    Kind("Apple", "mps", None),
-    # libjpeg-turbo, in the main process: --decode device only, never auto's choice
-    Kind("CPU", "cpu", "gloo", fused_optimizer=True,
-         jpeg_decoders=("torchcodec", "torchvision")),
-]
-
-# dense peak TFLOP/s of one device per precision, from each product's data sheet (the
-# sheets' tensor-core figures "with sparsity" halved), listed under the vendor that makes
-# the device: a name is matched only against its own vendor's entries (iluvatar's
-# "BI-V100" is no V100). Matched on the device name, the first entry that matches wins,
-# so a variant comes before the family it belongs to
-# (torch names an H100 SXM "NVIDIA H100 80GB HBM3", an H200 SXM "NVIDIA H200");
-# a device that is not listed gets no MFU rather than a guessed one.
-_SXM_H = {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}
-_PCIE_H = {"fp32": 51.2, "tf32": 378, "fp16": 756, "bf16": 756}
-_NVL_H = {"fp32": 60, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5}
-_A100 = {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312}
-PEAK_TFLOPS = {"NVIDIA": [
-    ("GH200", r"GH200", _SXM_H),
-    ("H100 NVL", r"H100.*NVL", _NVL_H),
-    ("H100 PCIe", r"H100.*PCIe", _PCIE_H),
-    ("H100 SXM", r"H100", _SXM_H),
-    ("H200 NVL", r"\bH200.*NVL", _NVL_H),
-    ("H200 SXM", r"\bH200", _SXM_H),
-    ("H800 PCIe", r"H800.*PCIe", _PCIE_H),
-    ("H800 SXM", r"H800", _SXM_H),
-    ("H20", r"\bH20\b", {"fp32": 44, "tf32": 74, "fp16": 148, "bf16": 148}),
-    ("A100 PCIe", r"A100.*PCIe", _A100),
-    ("A100 SXM", r"A100", _A100),
-    ("A800 PCIe", r"A800.*PCIe", _A100),
-    ("A800 SXM", r"A800", _A100),
-    ("A40", r"\bA40\b", {"fp32": 37.4, "tf32": 74.8, "fp16": 149.7, "bf16": 149.7}),
-    ("A30", r"\bA30\b", {"fp32": 10.3, "tf32": 82, "fp16": 165, "bf16": 165}),
-    ("A10", r"\bA10\b", {"fp32": 31.2, "tf32": 62.5, "fp16": 125, "bf16": 125}),
-    ("L40S", r"L40S", {"fp32": 91.6, "tf32": 183, "fp16": 362, "bf16": 362}),
-    ("L40", r"\bL40\b", {"fp32": 90.5, "tf32": 90.5, "fp16": 181, "bf16": 181}),
-    ("L4", r"\bL4\b", {"fp32": 30.3, "tf32": 60, "fp16": 121, "bf16": 121}),
-    ("V100S PCIe", r"V100S", {"fp32": 16.4, "fp16": 130}),
-    ("V100 PCIe", r"V100.*PCIe", {"fp32": 14, "fp16": 112}),
-    ("V100 SXM", r"V100", {"fp32": 15.7, "fp16": 125}),
-]}
-
-# what a backend's timed-out collective says: gloo's wait; nccl's watchdog, as the reason
-# its aborted communicator gives; nccl's blocking wait
-COLLECTIVE_TIMEOUT_WORDS = ("Timed out waiting", "Watchdog caught collective operation timeout",
-                            "timed out in blocking wait")
-
-# torch.version attributes that name the vendor software a build runs on
-_VERSION_ATTRS = ("cuda", "hip", "maca", "musa", "cann", "xpu")
 
 
 def short_label(name, prefixes=()):
@@ -231,6 +95,20 @@ def _nvidia_driver():
         return None
 
 
+def _corex():
+    corex = re.search(r"corex\.?([\d.]*\d)", _torch_build())
+    return corex.group(1) if corex else None
+
+
+# how the record's stack reads each name a kind lists in `software` (None: not there)
+SOFTWARE = {
+    "cudnn": lambda device: torch.backends.cudnn.version(),
+    "corex": lambda device: _corex(),
+    "driver": lambda device: _nvidia_driver() if device.vendor == "NVIDIA" else None,
+    "macos": lambda device: platform.mac_ver()[0],
+}
+
+
 def _api(kind):
     """The module with the kind's device calls (imports its plug-in first)."""
     if kind.plugin:
@@ -242,9 +120,9 @@ def _api(kind):
 
 def _accelerator_serves(kind):
     # torch.accelerator speaks for the device type torch registered; a kind with its own
-    # module does not go through it, and mps gained its memory calls there only lately
+    # module does not go through it, nor one that says so (via_accelerator)
     acc = getattr(torch, "accelerator", None)
-    if acc is None or kind.api or kind.type in ("cpu", "mps"):
+    if acc is None or kind.api or kind.host or not kind.via_accelerator:
         return False
     current = acc.current_accelerator()
     return current is not None and current.type == kind.type
@@ -259,24 +137,24 @@ class Device:
         self.backend = kind.backend
         self.vendor = kind.vendor
         self.index = index
-        self.api = None if kind.type == "cpu" else _api(kind)
+        self.api = None if kind.host else _api(kind)
         self._accelerator = _accelerator_serves(kind)
-        if kind.type == "cpu":
-            self.name, self.label = _cpu_name(), "CPU"
+        if kind.host:
+            self.name, self.label = _cpu_name(), kind.vendor
             return
         set_device = self._call("set_device_index", "set_device")
         if set_device is not None:  # mps has one device and nothing to set
             set_device(index)
         get_name = getattr(self.api, "get_device_name", None)
         self.name = get_name(index) if get_name else _apple_chip()
-        if kind.type == "cuda":
+        if kind.cuda_api:
             self.vendor = cuda_vendor(self.name)
         self.label = short_label(self.name, (self.vendor, *kind.label_prefixes))
 
     @property
     def torch_device(self):
         # built on use, as torch knows a plug-in's type name only once the plug-in is imported
-        return torch.device("cpu") if self.type == "cpu" else torch.device(self.type, self.index)
+        return torch.device(self.type) if self.kind.host else torch.device(self.type, self.index)
 
     def __repr__(self):
         return f"Device({self.torch_device}, {self.name!r})"
@@ -294,22 +172,24 @@ class Device:
 
     # clocks
     def synchronize(self):
-        if self.type != "cpu":
+        if not self.kind.host:
             # torch_xmlir.xpu has called it xpu_synchronize
             self._call("synchronize", "xpu_synchronize")()
 
     def timing_event(self):
         """A device event that records when the queued work reaches it, or None."""
-        if self.type == "cpu":
+        if self.kind.host:
             return None
         if self._accelerator and hasattr(torch, "Event"):
             return torch.Event(self.torch_device, enable_timing=True)
         event = getattr(self.api, "Event", None)  # absent from torch_xmlir.xpu and older mps
         return event(enable_timing=True) if event is not None else None
 
-    # memory
+    # memory, read as the kind's `memory` says: "allocator" (the device's own memory and
+    # its allocator's peak), "unified" (mps: memory shared with the host, no peak kept) or
+    # "host" (the host's own: the process's peak RSS over the machine's memory)
     def reset_peak_memory(self):
-        if self.type in ("cpu", "mps"):
+        if self.kind.memory != "allocator":  # only an allocator keeps a peak to reset
             return
         # older torch_musa names it reset_peak_stats; some torch_xmlir builds have neither
         reset = self._call("reset_peak_memory_stats", "reset_peak_stats")
@@ -319,17 +199,17 @@ class Device:
 
     def empty_cache(self):
         """Give the allocator's cached blocks back (after an out-of-memory attempt)."""
-        if self.type not in ("cpu",):
+        if not self.kind.host:
             release = self._call("empty_cache")
             if release is not None:
                 release()
 
     def peak_memory(self):
-        """Bytes: the allocator's peak reservation, or the process's peak RSS on CPU;
+        """Bytes: the allocator's peak reservation, or the process's peak RSS on the host;
         None where the device's module cannot tell (the mem cell stays empty)."""
-        if self.type == "cpu":
+        if self.kind.memory == "host":
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        if self.type == "mps":
+        if self.kind.memory == "unified":
             # mps keeps no peak: what the metal driver holds for this process, pools included
             return self.api.driver_allocated_memory()
         peak = self._call("max_memory_reserved")
@@ -340,9 +220,9 @@ class Device:
 
     def total_memory(self):
         machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if self.type == "cpu":
+        if self.kind.memory == "host":
             return machine
-        if self.type == "mps":
+        if self.kind.memory == "unified":
             # unified memory: metal's recommended working set where torch can read it
             recommended = getattr(self.api, "recommended_max_memory", None)
             return recommended() if recommended else machine
@@ -351,13 +231,13 @@ class Device:
     @property
     def pin_memory(self):
         """True where page-locked host batches let the copy to the device run async; a
-        cpu run has no copy."""
-        return self.type != "cpu"
+        run on the host has no copy."""
+        return not self.kind.host
 
     @property
     def reports_out_of_memory(self):
-        """False on a cpu: the system kills the process instead of raising an error."""
-        return self.type != "cpu"
+        """False on the host's memory: the system kills the process instead of raising."""
+        return self.kind.memory != "host"
 
     def jpeg_decoders(self):
         """The image libraries whose batched JPEG decoder may run on this device, in
@@ -367,7 +247,7 @@ class Device:
         AMD's builds with rocJPEG (ROCm/vision; upstream torchvision removed its
         rocJPEG decoder before releasing it), elsewhere it says 'torchvision not
         compiled with nvJPEG support'."""
-        if self.type == "cuda" and torch.version.hip:
+        if self.kind.cuda_api and torch.version.hip:
             return ("torchvision",)
         return self.kind.jpeg_decoders
 
@@ -375,11 +255,11 @@ class Device:
     def decoding_frees_the_host(self):
         """True where decoding on the device takes the work off the host's cores; a
         cpu "device" is the main process itself, beside the loader's workers."""
-        return self.type != "cpu"
+        return not self.kind.host
 
     def ddp_device_ids(self):
-        """DDP's device_ids: the one device of this process, None on a cpu."""
-        return None if self.type == "cpu" else [self.index]
+        """DDP's device_ids: the one device of this process, None on the host."""
+        return None if self.kind.host else [self.index]
 
     @staticmethod
     def is_out_of_memory(error):
@@ -394,29 +274,31 @@ class Device:
         gloo raises it in the call that waits; nccl, under dist_env's settings, in the
         next call once its watchdog has aborted the communicators."""
         return isinstance(error, RuntimeError) and any(
-            words in str(error) for words in COLLECTIVE_TIMEOUT_WORDS)
+            words in str(error) for words in kinds.COLLECTIVE_TIMEOUT_WORDS)
 
     def device_count(self):
-        """Devices of this kind on this node (1 for CPU and mps)."""
-        if self.type in ("cpu", "mps"):
+        """Devices of this kind on this node: 1 for the host, and for a kind that runs
+        one process only (mps)."""
+        if self.kind.host or self.backend is None:
             return 1
         return self._call("device_count")()
 
-    # random state (the host's is torch's own)
+    # random state (the host's is torch's own: the host has no device module)
     def rng_state(self):
-        get = None if self.type == "cpu" else getattr(self.api, "get_rng_state", None)
+        get = getattr(self.api, "get_rng_state", None)
         return get() if get is not None else None
 
     def set_rng_state(self, state):
-        put = None if self.type == "cpu" else getattr(self.api, "set_rng_state", None)
+        put = getattr(self.api, "set_rng_state", None)
         if state is not None and put is not None:
             put(state)
 
     # precision: what a name means is common/precision.py's; how this device does it is here
     def supported_precisions(self):
-        """The --precision names this device runs."""
-        if self.type == "cpu":
-            return ("fp32", "bf16")
+        """The --precision names this device runs: the kind's own list, else those its
+        module says it has."""
+        if self.kind.precisions:
+            return self.kind.precisions
         found = ["fp32", "amp", "fp16"]
         # tf32 is an nvidia ampere tensor-core mode; other cuda-api chips report capabilities
         # of their own (kunlunxin's compat layer says 8.6)
@@ -438,7 +320,11 @@ class Device:
         torch.set_float32_matmul_precision("high" if precision.tf32 else "highest")
         for switch in self.kind.tf32_switches:
             self._set_switch(switch, precision.tf32)
-        # every timed step has the same shapes: let cudnn pick its fastest kernels once
+
+    @staticmethod
+    def tune_for_fixed_shapes():
+        """Every timed step has the same shapes: let the convolution library try its
+        kernels on the first call of each shape and keep the fastest."""
         torch.backends.cudnn.benchmark = True
 
     def _set_switch(self, path, on):
@@ -471,48 +357,25 @@ class Device:
         tflops = (given or {}).get(key, (given or {}).get("all"))
         if tflops is not None:
             return tflops * 1e12, "--peak-tflops"
-        for entry, pattern, table in PEAK_TFLOPS.get(self.vendor, ()):
+        for entry, pattern, table in kinds.PEAK_TFLOPS.get(self.vendor, ()):
             if re.search(pattern, self.name, re.I):
                 if key in table:
                     return table[key] * 1e12, f"table: {entry}"
                 return None, f"{entry} has no {key} peak on its data sheet; give --peak-tflops"
         return None, f"{self.label} has no {key} peak in the table; give --peak-tflops"
-
-    def peak_flops(self, precision):
-        """Dense peak FLOP/s of this device at `precision`, or None where unknown."""
-        return self.peak(precision)[0]
-
     def stack(self):
         """The vendor and the versions of its software under torch, for the record."""
         found = {"vendor": self.vendor}
-        if self.type != "cpu":  # a cpu run does not use the build's accelerator software
-            found.update({a: getattr(torch.version, a, None) for a in _VERSION_ATTRS})
+        if not self.kind.host:  # a cpu run does not use the build's accelerator software
+            found.update({a: getattr(torch.version, a, None) for a in kinds.VERSION_ATTRS})
         if self.kind.plugin:
             found[self.kind.plugin] = getattr(sys.modules[self.kind.plugin], "__version__", None)
-        if self.type == "cuda":
-            found["cudnn"] = torch.backends.cudnn.version()
-            corex = re.search(r"corex\.?([\d.]*\d)", _torch_build())
-            found["corex"] = corex.group(1) if corex else None
-            found["driver"] = _nvidia_driver() if self.vendor == "NVIDIA" else None
-        if self.type == "mps":
-            found["macos"] = platform.mac_ver()[0]
+        found.update({name: SOFTWARE[name](self) for name in self.kind.software})
         return {k: v for k, v in found.items() if v}
 
 
-def kind_of_type(device_type):
-    """The first kind of a torch device type: what torch keeps per type (fused kernels,
-    profiler activities, compile modes) is the same for every kind of that type."""
-    return next((k for k in KINDS if k.type == device_type), Kind(device_type, device_type, None))
-
-
-def monitor_tools(chip):
-    """The monitoring tools of a Kind, or of every kind of a torch device type, in order."""
-    kinds = [chip] if isinstance(chip, Kind) else [k for k in KINDS if k.type == chip]
-    return list(dict.fromkeys(t for k in kinds for t in k.monitors))
-
-
 def _available(kind):
-    if kind.type == "cpu":
+    if kind.host:
         return True
     try:
         api = _api(kind)
@@ -524,12 +387,12 @@ def _available(kind):
 def select(requested="auto", local_rank=0):
     """The Device for this process: the first available kind, or the one asked for."""
     if requested == "auto":
-        kind = next(k for k in KINDS if _available(k))
+        kind = next(k for k in kinds.KINDS if _available(k))
     else:
-        matches = [k for k in KINDS if k.type == requested]
+        matches = [k for k in kinds.KINDS if k.type == requested]
         if not matches:
             raise UserError(f"--device {requested}: unknown device type; choose auto or one "
-                            f"of {', '.join(dict.fromkeys(k.type for k in KINDS))}")
+                            f"of {', '.join(dict.fromkeys(k.type for k in kinds.KINDS))}")
         kind = next((k for k in matches if _available(k)), None)
         if kind is None:
             raise UserError(f"--device {requested}: no {' or '.join(k.vendor for k in matches)} "
@@ -538,7 +401,7 @@ def select(requested="auto", local_rank=0):
     if kind.backend is None and launcher.world_from_env()[2] > 1:
         raise UserError(f"--device {kind.type}: {kind.vendor} runs one process only; "
                         f"run the script without torchrun (or with --nproc_per_node 1)")
-    return Device(kind, local_rank if kind.type != "cpu" else 0)
+    return Device(kind, 0 if kind.host else local_rank)
 
 
 def local_device_count(requested="auto"):

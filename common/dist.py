@@ -71,11 +71,13 @@ def setup(requested_device="auto", timeout_s=600):
 
 
 def start(args):
-    """setup() for a script's args: device, process group, precision, seed. The header
-    comes later (common.progress), once data and batch have settled the config."""
+    """setup() for a script's args: device, process group, precision, kernels tuned to
+    fixed shapes, seed. The header comes later (common.progress), once data and batch
+    have settled the config."""
     run = setup(args.device, args.dist_timeout)
     run.precision = PRECISIONS[args.precision]
     run.device.set_precision(run.precision)
+    run.device.tune_for_fixed_shapes()
     torch.manual_seed(args.seed)
     return run
 

@@ -19,6 +19,7 @@ import torch
 from common import data, dist, history, left_behind, monitor, progress
 from common.clocks import CoreTimer, percentiles, rate
 from common.errors import UserError
+from common.evaluate import Accuracy
 from common.flops import flops_per_image, per_device_rate
 
 ENGINES = ("compile", "tensorrt", "eager")
@@ -109,14 +110,13 @@ def warm_up(model, run, prep, image_size, sizes, calls):
 
 
 def timed_pass(model, loader, run, prep, warmup_batches, image_size, repeat=1, name="pass"):
-    """One (or `repeat`) pass(es) over the loader: exact top-1/top-5 and the clocks."""
+    """One (or `repeat`) pass(es) over the loader: exact top-1/top-5 (common/evaluate.py)
+    and the clocks."""
     dev = run.device
     run.phase = f"the end of the {name}"  # where its collectives are
     warm_up(model, run, prep, image_size, sorted(batch_sizes(loader)), warmup_batches)
     timer = CoreTimer(dev)
-    correct1 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
-    correct5 = torch.zeros((), dtype=torch.long, device=dev.torch_device)
-    images = 0
+    accuracy = Accuracy(dev.torch_device)
     # the pass's line starts with its clock, after the warm-up batches
     tick = progress.pass_progress(run, name, progress.images_in(loader, run) * repeat)
     dev.synchronize()
@@ -129,22 +129,17 @@ def timed_pass(model, loader, run, prep, warmup_batches, image_size, repeat=1, n
                 _mark_step()
                 logits = model(prep(x))
                 timer.end()
-                top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-                hits = top5.eq(labels[:, None])
-                correct1 += hits[:, 0].sum()
-                correct5 += hits.any(dim=1).sum()
-                images += labels.shape[0]
-                tick(images * run.world_size)
+                accuracy.add(logits, labels)
+                tick(accuracy.images * run.world_size)
     core = timer.total()
     dev.synchronize()
     t1 = time.perf_counter()
     whole = t1 - t0
-    c1, c5, n = dist.sum_all(run, [correct1.item(), correct5.item(), images])
+    top1, top5, n = accuracy.over_ranks(run)
     whole, core = dist.max_all(run, [whole, core])
-    tick(int(n), final=True)
-    return {"images": int(n), "whole_s": whole, "core_s": core, "window": (t0, t1),
-            "p_whole": rate(n, whole), "p_core": rate(n, core),
-            "top1": 100.0 * c1 / n if n else None, "top5": 100.0 * c5 / n if n else None,
+    tick(n, final=True)
+    return {"images": n, "whole_s": whole, "core_s": core, "window": (t0, t1),
+            "p_whole": rate(n, whole), "p_core": rate(n, core), "top1": top1, "top5": top5,
             "batch_core_ms": {k: v * 1000 for k, v in percentiles(timer.step_times).items()}}
 
 
@@ -221,7 +216,7 @@ def _passes(run, args, model, loader, normalize):
     mon = monitor.start(run, args)
     started = time.perf_counter()  # the history's clock
 
-    progress.header(run, args, "inference", _data_words(args, loader),
+    progress.header(run, args, "inference", progress.loader_words(args, val=loader),
                     f"validation pass eager, inference pass through engine '{args.engine}'")
     val = timed_pass(model, loader, run, prep, args.warmup_batches, args.image_size,
                      args.repeat, name="validation pass (eager)")
@@ -276,9 +271,3 @@ def engine_against_eager(engine, val, infer):
     slower = (f"engine slower than eager: {infer['p_core']:.1f} against "
               f"{val['p_core']:.1f} img/s" if speedup < 1 else None)
     return {"engine_speedup": speedup, "engine_slower": slower}
-
-
-def _data_words(args, loader):
-    if args.synthetic:
-        return progress.data_words(args)
-    return progress.data_words(args, val=len(loader.dataset))

@@ -27,7 +27,7 @@ import bisect
 import threading
 import time
 
-from common import device, dist
+from common import dist, kinds
 from common.vendor_tools import EMPTY, MiB, TOOL_TIMEOUT_S  # noqa: F401  (readings' units)
 
 GiB = 1024 ** 3
@@ -35,12 +35,12 @@ GiB = 1024 ** 3
 
 def open_device_source(chip, ids):
     """(name, read) of the first of the chip's monitoring tools that answers, or (None,
-    reason). `chip` is a device.Kind, or a torch device type (every kind of that type)."""
-    device_type = chip.type if isinstance(chip, device.Kind) else chip
+    reason). `chip` is a kinds.Kind, or a torch device type (every kind of that type)."""
+    device_type = chip.type if isinstance(chip, kinds.Kind) else chip
     if not ids:
         return None, f"no accelerator to sample on a {device_type} run"
     tried = []
-    for tool in device.monitor_tools(chip):
+    for tool in kinds.monitor_tools(chip):
         try:
             return tool.name, tool.open(ids)
         except Exception as e:  # a missing module, tool, driver or field: try the next
@@ -75,7 +75,7 @@ class Monitor:
     samples: (perf_counter, [device readings], host cpu %, host memory bytes)."""
 
     def __init__(self, chip, ids, interval=1.0):
-        # chip: a device.Kind, or a torch device type (see open_device_source)
+        # chip: a kinds.Kind, or a torch device type (see open_device_source)
         self.chip, self.ids, self.interval = chip, list(ids), interval
         self.samples = []
         self.source, self.reason = None, "not started"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from common.device import kind_of_type
+from common.kinds import kind_of_type
 from common.errors import UserError
 
 

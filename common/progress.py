@@ -1,6 +1,7 @@
 """What a person sees while a run goes: a short header once every value is settled,
-then a line through each long phase (the dataset scan, each evaluation and inference
-pass, compilation, the engine build, checkpoint writes).
+then a line every --print-freq training steps and through each long phase (the
+dataset scan, each evaluation and inference pass, compilation, the engine build,
+checkpoint writes).
 
 Rank 0 prints. A pass prints at most every EVERY_S seconds and once when it ends. Its
 rates are progress figures only: every figure of the record comes from the clocks.
@@ -51,6 +52,34 @@ def data_words(args, **image_counts):
         return "synthetic, one random batch made on the device (speed only)"
     counts = " / ".join(f"{n:,} {split}" for split, n in image_counts.items())
     return f"{args.data_dir}: {args.num_classes} classes, {counts} images"
+
+
+def loader_words(args, **loaders):
+    """data_words of these loaders' datasets, by split (a synthetic loader has none)."""
+    if args.synthetic:
+        return data_words(args)
+    return data_words(args, **{split: len(loader.dataset) for split, loader in loaders.items()})
+
+
+def step_line(run, total_steps, step, rows, t0):
+    """A printer of training's progress line: the rate and eta from the steps since its
+    last line (a progress figure only: the record's figures come from the clocks). Each
+    line's figures are appended to `rows` (history.STEP_COLUMNS, seconds from t0)."""
+    last = {"t": time.perf_counter(), "step": step}
+
+    def line(epoch, step, loss, grad_accum, lr, images_per_step):
+        if not run.is_main:  # only rank 0 prints: the others never wait for the loss
+            return
+        now = time.perf_counter()
+        steps, seconds = step - last["step"], now - last["t"]
+        rate = steps * images_per_step * run.world_size / seconds
+        eta = seconds / steps * (total_steps - step)
+        loss = loss.item() * grad_accum  # a sync, on the printing rank only
+        print0(run, f"epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
+                    f"lr {lr:.4g} {rate:.1f} img/s eta {fmt_eta(eta)}")
+        rows.append([step, round(now - t0, 3), loss, rate])
+        last.update(t=now, step=step)
+    return line
 
 
 def images_in(loader, run):

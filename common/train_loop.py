@@ -1,81 +1,31 @@
-"""The training loop and exact evaluation every `train.py` calls.
+"""The training run every `train.py` calls: its steps, epochs, evaluations, checkpoints
+and the figures it ends with.
 
-A recipe hands over its model, optimizer, schedule, loss and batch transform; the loop
-owns the clocks, mixed precision, DDP, evaluation, progress lines and stopping rules,
-so every case is timed and evaluated the same way. A recipe that shards its model
-itself (FSDP) says `sharded=True`: no DDP wrapper, and evaluation in lockstep.
+A recipe hands over its model, optimizer, schedule, loss and batch transform; the run
+owns the clocks, mixed precision, DDP, evaluation (common/evaluate.py), progress lines
+and stopping rules (common/stops.py), so every case is timed and evaluated the same
+way. A recipe that shards its model itself (FSDP) says `sharded=True`: no DDP wrapper,
+and evaluation in lockstep.
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (auto_batch, checkpoint, cli, data, dist, history, left_behind, monitor,
                     optim, profile, progress)
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
-from common.errors import UserError
+from common.evaluate import evaluate
 from common.flops import flops_per_image
-
-
-def _lockstep_batches(loader, run):
-    """(batch, counted) pairs: the loader's batches, then repeats of its last one that
-    count for nothing, until this rank has run as many forwards as the busiest rank."""
-    (most,) = dist.max_all(run, [len(loader)])
-    batch = None
-    for batch in loader:
-        yield batch, True
-    if batch is None and most > 0:
-        # an empty shard (fewer images than ranks) still has to join every forward
-        batch = data.batch_of(loader, [0])
-    for _ in range(int(most) - len(loader)):
-        yield batch, False
-
-
-def evaluate(model, loader, run, normalize, *, lockstep=False):
-    """Top-1/top-5 in percent over every image of the loader's dataset exactly once
-    across ranks: correct counts summed over ranks, then divided by the image count.
-    `model` must be the bare module (no DDP wrapper: shards may differ in length).
-    lockstep=True for a sharded model, whose every forward is a collective: each rank
-    runs the same number of forwards, the extra ones on a repeated batch not counted."""
-    batches = _lockstep_batches(loader, run) if lockstep else ((b, True) for b in loader)
-    tick = progress.pass_progress(run, "eval", progress.images_in(loader, run))
-    was_training = model.training
-    model.eval()
-    dev = run.device.torch_device
-    correct1 = torch.zeros((), dtype=torch.long, device=dev)
-    correct5 = torch.zeros((), dtype=torch.long, device=dev)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-    n = 0
-    with torch.inference_mode(), run.device.autocast(run.precision):
-        for batch, counted in batches:
-            images, labels = data.to_device(batch, run)
-            logits = model(normalize(images)).float()
-            if not counted:
-                continue
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top5.eq(labels[:, None])
-            correct1 += hits[:, 0].sum()
-            correct5 += hits.any(dim=1).sum()
-            n += labels.shape[0]
-            tick(n * run.world_size)
-    model.train(was_training)
-    c1, c5, loss, n = dist.sum_all(run, [correct1.item(), correct5.item(), loss_sum.item(), n])
-    tick(int(n), final=True)
-    if n == 0:
-        return {"top1": None, "top5": None, "loss": None, "images": 0}
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "images": int(n)}
+from common.stops import Stop, StopRequest, failed_step
 
 
 def place_model(model, args, run):
@@ -138,65 +88,6 @@ def _resume(state, clocks, run):
     return State(state["step"], state["epoch"], state["batch"], state["evals"], resumed)
 
 
-def _progress_line(run, total_steps, step, rows, t0):
-    """A printer of the progress line: the rate and eta from the steps since its last
-    line (a progress figure only: the record's figures come from the clocks). Each
-    line's figures are appended to `rows` (history.STEP_COLUMNS, seconds from t0)."""
-    last = {"t": time.perf_counter(), "step": step}
-
-    def line(epoch, step, loss, grad_accum, lr, images_per_step):
-        if not run.is_main:  # only rank 0 prints: the others never wait for the loss
-            return
-        now = time.perf_counter()
-        steps, seconds = step - last["step"], now - last["t"]
-        rate = steps * images_per_step * run.world_size / seconds
-        eta = seconds / steps * (total_steps - step)
-        loss = loss.item() * grad_accum  # a sync, on the printing rank only
-        dist.print0(run, f"epoch {epoch + 1} step {step}/{total_steps} loss {loss:.4f} "
-                         f"lr {lr:.4g} {rate:.1f} img/s eta {progress.fmt_eta(eta)}")
-        rows.append([step, round(now - t0, 3), loss, rate])
-        last.update(t=now, step=step)
-    return line
-
-
-def _data_words(args, train_loader, val_loader):
-    if args.synthetic:
-        return progress.data_words(args)
-    return progress.data_words(args, train=len(train_loader.dataset),
-                               val=len(val_loader.dataset))
-
-
-class StopRequest:
-    """SIGTERM, SIGHUP (a closed terminal or ssh session) or Ctrl-C asks the run to stop
-    at the next agreed step, write its checkpoint and an incomplete record, and exit; a
-    second Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.signal = 0
-        self._old = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signal and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum  # the loader's workers ignore it (data.py): they carry on
-
-    def close(self):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Why training ended: 'epochs', 'max_steps', 'target_acc', 'nan' (the loss was
-    not finite first at `step`) or 'interrupted' (by `signal`)."""
-    reason: str
-    step: int = 0
-    signal: int = 0
-
-
 def _wrap(model, run, sharded):
     """The module the steps call: DDP over the ranks, unless the recipe sharded the model."""
     if not run.distributed or sharded:
@@ -206,16 +97,18 @@ def _wrap(model, run, sharded):
 
 
 class Training:
-    """One training run, set up once (wrapping, clocks, checkpointer, resume, monitor)
-    and then called by every step and epoch. `state` is where the run is, which save()
-    writes; check() reads the first non-finite step and any signal, and stops the run on
-    either. `after_step` maps a step to what runs
-    once it is done (the profiler's window, the compile time), so the steps between
-    carry no such branch."""
+    """One training run, set up once (wrapping, clocks, checkpointer, resume, monitor),
+    then run epoch by epoch (epochs()) and summed up (outcome(), figures()). `state` is
+    where the run is, which save() writes; check() reads the first non-finite step and
+    any signal, and stops the run on either. `after_step` maps a step to what runs once
+    it is done (the profiler's window, the compile time), so the steps between carry no
+    such branch."""
 
-    def __init__(self, run, args, model, optimizer, *, train_loader, normalize, loss_fn,
-                 scheduler, scheduler_per, batch_transform, grad_accum, clip_grad, sharded):
+    def __init__(self, run, args, model, optimizer, *, train_loader, val_loader, normalize,
+                 loss_fn, scheduler, scheduler_per, batch_transform, grad_accum, clip_grad,
+                 sharded):
         self.run, self.args, self.model, self.optimizer = run, args, model, optimizer
+        self.train_loader, self.val_loader = train_loader, val_loader
         self.normalize, self.loss_fn, self.batch_transform = normalize, loss_fn, batch_transform
         self.scheduler, self.scheduler_per = scheduler, scheduler_per
         self.grad_accum, self.clip_grad, self.sharded = grad_accum, clip_grad, sharded
@@ -242,8 +135,8 @@ class Training:
         # the step at which the loss first was not finite, kept on the device: no sync per step
         self.first_bad = torch.zeros((), dtype=torch.long, device=dev.torch_device)
         self.started, self.step_rows = time.perf_counter(), []  # the history's clock and rows
-        self.step_line = _progress_line(run, self.total_steps, self.state.step,
-                                        self.step_rows, self.started)
+        self.step_line = progress.step_line(run, self.total_steps, self.state.step,
+                                            self.step_rows, self.started)
 
     def _at(self, step, action):
         self.after_step.setdefault(step, []).append(action)
@@ -347,12 +240,12 @@ class Training:
             return Stop("nan", step=int(bad))
         return Stop("interrupted", signal=int(sig)) if sig else None
 
-    def run_eval(self, val_loader, epoch):
+    def run_eval(self, epoch):
         """Evaluate with the clocks paused; the result joins state.evals."""
         s = self.state
         self.run.phase = f"the evaluation after step {s.step}"
         with self.clocks.paused("eval"):
-            result = evaluate(self.model, val_loader, self.run, self.normalize,
+            result = evaluate(self.model, self.val_loader, self.run, self.normalize,
                               lockstep=self.sharded)
         self.run.phase = None
         s.evals.append({"epoch": epoch + 1, "step": s.step, **result})
@@ -361,19 +254,118 @@ class Training:
                               f"over {result['images']} images")
         return result
 
-    def kept(self):
-        """What the run keeps if it ends here, in words: the checkpoint on disk (this
-        run's own, or the one it resumed from), its step, and the command that goes on."""
-        own = os.path.isfile(self.ckpt.path)
-        path = self.ckpt.path if own else (self.state.resumed or {}).get("checkpoint")
-        step = checkpoint.step_of(path) if path else None
-        if step is None:
-            return ("no checkpoint was written yet (see --checkpoint-every); the same "
-                    "command starts afresh")
-        # --resume auto finds the run's own checkpoint; --resume PATH takes PATH again
-        same = self.args.resume == "auto" or (not own and path == self.args.resume)
-        how = "the same command" if same else "the command with --resume auto"
-        return f"the last checkpoint (step {step}, {path}) is kept: {how} resumes from it"
+    def epochs(self):
+        """Epochs from where the state stands until the run stops: (Stop, the last epoch)."""
+        first, skip = self.state.epoch, self.state.batch
+        epoch = first
+        for epoch in range(first, self.args.epochs):
+            stop = (self.train_epoch(epoch, skip if epoch == first else 0)
+                    or self.end_of_epoch(epoch))
+            if stop:
+                return stop, epoch
+        return Stop("epochs"), epoch
+
+    def train_epoch(self, epoch, skip):
+        """Train `epoch` from its batch `skip` to its end or the run's last step; a Stop
+        when the loss went non-finite or a signal came, else None."""
+        loader, s, args, accum = self.train_loader, self.state, self.args, self.grad_accum
+        sampler = getattr(loader, "sampler", None)
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        if skip and hasattr(sampler, "skip"):
+            sampler.skip = skip * loader.batch_size
+        self.model.train()
+        batches = itertools.islice(loader, self.steps_per_epoch * accum - skip)
+        for i, batch in enumerate(batches, start=skip):
+            last = (i + 1) % accum == 0
+            loss, n_images = self.train_batch(batch, last)
+            if not last:
+                continue
+            s.step, s.epoch, s.batch = s.step + 1, epoch, i + 1
+            if s.step in self.after_step:  # a few steps only: the profiler's window, compile_s
+                for action in self.after_step.pop(s.step):
+                    action()
+            # the ranks agree on a stop (signal, non-finite loss) where rank 0 prints: one
+            # sync per --print-freq steps, none between
+            sync_point = s.step % args.print_freq == 0 or s.step == self.total_steps
+            stop = self.check(sync_point)
+            if stop:
+                return stop
+            if sync_point:
+                self.step_line(epoch, s.step, loss, accum,
+                               self.optimizer.param_groups[0]["lr"], n_images * accum)
+            if s.step >= self.total_steps:
+                return None
+            if self.ckpt.due(s.step, None):
+                self.save()
+        return None
+
+    def end_of_epoch(self, epoch):
+        """The epoch's schedule step, evaluation when due, and the checks between epochs;
+        a Stop when the run ends here, else None. An epoch the run's last step cut short
+        is evaluated but stays unfinished: its schedule step is not taken and the state
+        (what a final checkpoint resumes from) stays inside it."""
+        s, args = self.state, self.args
+        if s.batch == self.steps_per_epoch * self.grad_accum:  # the epoch ran to its end
+            if self.scheduler is not None and self.scheduler_per == "epoch":
+                self.scheduler.step()
+            s.epoch, s.batch = epoch + 1, 0
+        finished = s.step >= self.total_steps
+        if self.val_loader is not None and args.eval_every and (
+                (epoch + 1) % args.eval_every == 0 or finished):
+            result = self.run_eval(epoch)
+            if args.target_acc and result["top1"] >= args.target_acc:
+                return Stop("target_acc")
+        if finished:
+            return Stop("max_steps" if args.max_steps and s.step >= args.max_steps
+                        else "epochs")
+        stop = self.check(True)
+        if stop:
+            return stop
+        if self.ckpt.due(s.step, epoch + 1):
+            self.save()
+        return None
+
+    def outcome(self, stop):
+        """(status, error) of a run that ended for `stop`; a run stopped by a signal
+        writes its checkpoint first, so that the same command resumes it."""
+        if stop.reason == "nan":
+            error = (f"loss is not finite at step {stop.step}; lower --lr or use another "
+                     f"--precision")
+            dist.print0(self.run, f"error: {error}", file=sys.stderr)
+            return "failed", error
+        if stop.reason == "interrupted":
+            path = self.save()
+            name = signal.Signals(stop.signal).name
+            error = (f"stopped by {name} at step {self.state.step}; the same command "
+                     f"resumes from {path}")
+            dist.print0(self.run, f"{error}", file=sys.stderr)
+            return "incomplete", error
+        return "ok", None
+
+    def figures(self):
+        """The clocks' figures, the monitor's, the history, memory and accuracy."""
+        run, clocks, s = self.run, self.clocks, self.state
+        figures = clocks.figures(run)
+        if figures.get("why_empty"):
+            dist.print0(run, f"warning: p_whole, p_train and p_core are empty: "
+                             f"{figures['why_empty']}", file=sys.stderr)
+        monitor.stop(self.monitor)
+        figures["monitor"] = monitor.summary(run, self.monitor, clocks.window,
+                                             figures["images"], self.args)
+        figures["history"] = {"steps": history.series(history.STEP_COLUMNS, self.step_rows),
+                              "monitor": history.monitor_series(self.monitor, self.started),
+                              "timed_s": history.window_s(clocks.window, self.started)}
+        figures.update(dist.memory_figures(run))
+        bad = getattr(getattr(self.train_loader, "dataset", None), "bad", None)
+        (skipped,) = dist.sum_all(run, [bad.value if bad is not None else 0])
+        figures.update(steps=s.step, evals=s.evals,
+                       acc=s.evals[-1]["top1"] if s.evals else None,
+                       acc5=s.evals[-1]["top5"] if s.evals else None,
+                       bad_images_skipped=int(skipped), resumed=s.resumed,
+                       compile_s=self.compile_s, profile=self.profiled,
+                       optimizer=optim.describe(self.optimizer))
+        return figures
 
     def left_behind(self):
         """The figures of a run whose collective timed out (a rank hangs): this rank's
@@ -384,7 +376,8 @@ class Training:
                                          run.phase or f"step {s.step + 1}")
         monitor.stop(self.monitor)
         return {
-            "status": "incomplete", "error": lost.line(self.kept()), "stopped": "lost_rank",
+            "status": "incomplete", "error": lost.line(self.ckpt.kept(s.resumed)),
+            "stopped": "lost_rank",
             "left_behind": lost.record(), "steps": s.step, "epochs_run": s.epoch + 1,
             "why_empty": f"a collective timed out at {lost.waited_at}: the figures over "
                          f"every rank could not be gathered; rank {run.rank}'s own are in "
@@ -397,96 +390,6 @@ class Training:
             "evals": s.evals, "acc": s.evals[-1]["top1"] if s.evals else None,
             "resumed": s.resumed, "compile_s": self.compile_s,
             "optimizer": optim.describe(self.optimizer)}
-
-
-def one_epoch(t, loader, epoch, skip):
-    """Train `epoch` from its batch `skip` to its end or the run's last step; a Stop when
-    the loss went non-finite or a signal came, else None."""
-    sampler = getattr(loader, "sampler", None)
-    if sampler is not None and hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    if skip and hasattr(sampler, "skip"):
-        sampler.skip = skip * loader.batch_size
-    t.model.train()
-    s, args, accum = t.state, t.args, t.grad_accum
-    batches = itertools.islice(loader, t.steps_per_epoch * accum - skip)
-    for i, batch in enumerate(batches, start=skip):
-        last = (i + 1) % accum == 0
-        loss, n_images = t.train_batch(batch, last)
-        if not last:
-            continue
-        s.step, s.epoch, s.batch = s.step + 1, epoch, i + 1
-        if s.step in t.after_step:  # a few steps only: the profiler's window, compile_s
-            for action in t.after_step.pop(s.step):
-                action()
-        # the ranks agree on a stop (signal, non-finite loss) where rank 0 prints: one
-        # sync per --print-freq steps, none between
-        sync_point = s.step % args.print_freq == 0 or s.step == t.total_steps
-        stop = t.check(sync_point)
-        if stop:
-            return stop
-        if sync_point:
-            t.step_line(epoch, s.step, loss, accum, t.optimizer.param_groups[0]["lr"],
-                        n_images * accum)
-        if s.step >= t.total_steps:
-            return None
-        if t.ckpt.due(s.step, None):
-            t.save()
-    return None
-
-
-def end_of_epoch(t, val_loader, epoch):
-    """The epoch's schedule step, evaluation when due, and the checks between epochs;
-    a Stop when the run ends here, else None. An epoch the run's last step cut short
-    is evaluated but stays unfinished: its schedule step is not taken and the state
-    (what a final checkpoint resumes from) stays inside it."""
-    s, args = t.state, t.args
-    if s.batch == t.steps_per_epoch * t.grad_accum:  # the epoch ran to its end
-        if t.scheduler is not None and t.scheduler_per == "epoch":
-            t.scheduler.step()
-        s.epoch, s.batch = epoch + 1, 0
-    finished = s.step >= t.total_steps
-    if val_loader is not None and args.eval_every and (
-            (epoch + 1) % args.eval_every == 0 or finished):
-        result = t.run_eval(val_loader, epoch)
-        if args.target_acc and result["top1"] >= args.target_acc:
-            return Stop("target_acc")
-    if finished:
-        return Stop("max_steps" if args.max_steps and s.step >= args.max_steps else "epochs")
-    stop = t.check(True)
-    if stop:
-        return stop
-    if t.ckpt.due(s.step, epoch + 1):
-        t.save()
-    return None
-
-
-def _epochs(t, train_loader, val_loader):
-    """Epochs from where the state stands until the run stops: (Stop, the last epoch)."""
-    first, skip = t.state.epoch, t.state.batch
-    epoch = first
-    for epoch in range(first, t.args.epochs):
-        stop = (one_epoch(t, train_loader, epoch, skip if epoch == first else 0)
-                or end_of_epoch(t, val_loader, epoch))
-        if stop:
-            return stop, epoch
-    return Stop("epochs"), epoch
-
-
-def _user_error(e, run, args):
-    """The one-line UserError for a failed step the user can fix, else None."""
-    if run.device.is_out_of_memory(e):
-        # this rank's figures only: a collective now could meet other ranks mid-step
-        peak = run.device.peak_memory() or 0
-        return UserError(f"out of device memory at --batch-size {args.batch_size} per device "
-                         f"(peak {peak / 1024 ** 3:.1f} of "
-                         f"{run.device.total_memory() / 1024 ** 3:.1f} GiB reserved on "
-                         f"{run.device.label}); use a smaller --batch-size")
-    if "more than 1 value per channel" in str(e):  # batch norm over a single value
-        return UserError(f"--batch-size {args.batch_size} at --image-size {args.image_size}: "
-                         f"batch norm needs more than one value per channel to train; give "
-                         f"a larger --batch-size or --image-size")
-    return None
 
 
 def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, loss_fn,
@@ -506,28 +409,30 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
         train_loader, val_loader, batch_search = auto_batch.settle(
             run, args, model, optimizer, scheduler, loss_fn, normalize, train_loader,
             val_loader, sharded)
-    t = Training(run, args, model, optimizer, train_loader=train_loader, normalize=normalize,
-                 loss_fn=loss_fn, scheduler=scheduler, scheduler_per=scheduler_per,
+    t = Training(run, args, model, optimizer, train_loader=train_loader,
+                 val_loader=val_loader, normalize=normalize, loss_fn=loss_fn,
+                 scheduler=scheduler, scheduler_per=scheduler_per,
                  batch_transform=batch_transform, grad_accum=grad_accum or args.grad_accum,
                  clip_grad=clip_grad, sharded=sharded)
-    progress.header(run, args, "training", _data_words(args, train_loader, val_loader),
+    progress.header(run, args, "training",
+                    progress.loader_words(args, train=train_loader, val=val_loader),
                     f"{t.total_steps} steps ({t.steps_per_epoch} per epoch), the first "
                     f"{args.warmup_steps} untimed (warm-up)",
                     cli.describe_recipe(args.recipe) if args.recipe else None,
                     grad_accum=t.grad_accum)
     try:
-        stop, epoch = _epochs(t, train_loader, val_loader)
+        stop, epoch = t.epochs()
     except Exception as e:
         if run.distributed and run.device.is_collective_timeout(e):
             return t.left_behind()
-        error = _user_error(e, run, args)
+        error = failed_step(e, run, args)
         if error is None:
             raise
         raise error from None
     finally:
         t.stopper.close()
-    status, error = _outcome(t, stop)
-    figures = _figures(t, train_loader)
+    status, error = t.outcome(stop)
+    figures = t.figures()
     figures.update(epochs_run=epoch + 1, stopped=stop.reason, status=status, error=error,
                    batch_size_search=batch_search)
     if status == "ok":
@@ -538,43 +443,3 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     return figures
 
 
-def _outcome(t, stop):
-    """(status, error) of a run that ended for `stop`; a run stopped by a signal writes
-    its checkpoint first, so that the same command resumes it."""
-    if stop.reason == "nan":
-        error = (f"loss is not finite at step {stop.step}; lower --lr or use another "
-                 f"--precision")
-        dist.print0(t.run, f"error: {error}", file=sys.stderr)
-        return "failed", error
-    if stop.reason == "interrupted":
-        path = t.save()
-        name = signal.Signals(stop.signal).name
-        error = f"stopped by {name} at step {t.state.step}; the same command resumes from {path}"
-        dist.print0(t.run, f"{error}", file=sys.stderr)
-        return "incomplete", error
-    return "ok", None
-
-
-def _figures(t, train_loader):
-    """The clocks' figures, the monitor's, the history, memory and accuracy."""
-    run, clocks, s = t.run, t.clocks, t.state
-    figures = clocks.figures(run)
-    if figures.get("why_empty"):
-        dist.print0(run, f"warning: p_whole, p_train and p_core are empty: "
-                         f"{figures['why_empty']}", file=sys.stderr)
-    monitor.stop(t.monitor)
-    figures["monitor"] = monitor.summary(run, t.monitor, clocks.window, figures["images"],
-                                         t.args)
-    figures["history"] = {"steps": history.series(history.STEP_COLUMNS, t.step_rows),
-                          "monitor": history.monitor_series(t.monitor, t.started),
-                          "timed_s": history.window_s(clocks.window, t.started)}
-    figures.update(dist.memory_figures(run))
-    bad = getattr(getattr(train_loader, "dataset", None), "bad", None)
-    (skipped,) = dist.sum_all(run, [bad.value if bad is not None else 0])
-    figures.update(steps=s.step, evals=s.evals,
-                   acc=s.evals[-1]["top1"] if s.evals else None,
-                   acc5=s.evals[-1]["top5"] if s.evals else None,
-                   bad_images_skipped=int(skipped), resumed=s.resumed,
-                   compile_s=t.compile_s, profile=t.profiled,
-                   optimizer=optim.describe(t.optimizer))
-    return figures

@@ -3,7 +3,7 @@
 A `Tool` is one way to sample a node's devices: `open(ids)` returns `read()`, which
 returns one reading per id ({"mem_bytes", "util_pct", "power_w", "temp_c"}, a field the
 tool does not give is None); `open` raises, with a short reason, where the tool is not
-there or does not answer. A `Kind` in common/device.py lists the tools of its chip in the
+there or does not answer. A `Kind` in common/kinds.py lists the tools of its chip in the
 order to try them; nothing outside the shim names a tool.
 
 The text parsers read the tools' default tables, which copy nvidia-smi's layout (a box of

@@ -9,7 +9,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-from common import data, dist, train_loop
+from common import data, dist
+from common.evaluate import evaluate
 
 data_dir, out = sys.argv[1], sys.argv[2]
 run = dist.setup("cpu")
@@ -20,7 +21,7 @@ model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(),
 val = data.image_folder(data_dir, "val", data.eval_transform(32))
 loader = data.eval_loader(val, batch_size=3, workers=0, run=run)
 normalize = data.normalizer(data.IMAGENET_MEAN, data.IMAGENET_STD, run.device.torch_device)
-result = train_loop.evaluate(model, loader, run, normalize)
+result = evaluate(model, loader, run, normalize)
 result["shard_sizes"] = dist.sum_all(run, [len(loader.sampler) if r == run.rank else 0
                                            for r in range(run.world_size)])
 if run.is_main:

@@ -13,7 +13,7 @@ from PIL import Image
 from test_images import odd_images, picture, with_odd_images
 from test_resnet50 import only_record
 
-from common import compare, data, decode, device, make_dataset, report, scaling
+from common import compare, data, decode, device, kinds, make_dataset, report, scaling
 from common.dist import Run
 from common.errors import UserError
 
@@ -258,10 +258,10 @@ def test_auto_takes_the_first_device_decoder_that_works(monkeypatch):
 
 
 def test_the_shim_says_which_libraries_decode_on_a_device(monkeypatch):
-    assert device.KINDS[0].jpeg_decoders == ("torchcodec", "torchvision")
+    assert kinds.KINDS[0].jpeg_decoders == ("torchcodec", "torchvision")
     monkeypatch.setattr(torch.version, "hip", "6.2")
     rocm = device.Device.__new__(device.Device)
-    rocm.type, rocm.kind = "cuda", device.KINDS[0]
+    rocm.type, rocm.kind = "cuda", kinds.KINDS[0]
     assert rocm.jpeg_decoders() == ("torchvision",)  # rocJPEG builds only; probed at start
     assert not CPU.decoding_frees_the_host and CPU.jpeg_decoders()
 

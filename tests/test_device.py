@@ -1,8 +1,10 @@
 """The device shim: labels, selection, precision checks and peak FLOP/s lookup, on CPU."""
+import argparse
+
 import pytest
 import torch
 
-from common import cli, device
+from common import cli, device, dist, kinds
 from common.errors import UserError
 from common.precision import PRECISIONS, peak_tflops_arg
 from conftest import run_script
@@ -26,7 +28,7 @@ from test_resnet50 import only_record
 ])
 def test_short_label_drops_the_vendor(name, vendor, label):
     # the chips behind the cuda api share the cuda kind and its prefixes
-    kind = next((k for k in device.KINDS if k.vendor == vendor), device.KINDS[0])
+    kind = next((k for k in kinds.KINDS if k.vendor == vendor), kinds.KINDS[0])
     assert device.short_label(name, (vendor, *kind.label_prefixes)) == label
 
 
@@ -66,6 +68,15 @@ def test_fp32_means_no_tf32():
     assert torch.get_float32_matmul_precision() == "highest"
 
 
+def test_a_run_tunes_kernels_to_fixed_shapes_apart_from_its_precision(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    device.select("cpu").set_precision(PRECISIONS["fp32"])
+    assert not torch.backends.cudnn.benchmark  # the math mode only
+    run = dist.start(argparse.Namespace(device="cpu", dist_timeout=60, precision="fp32",
+                                        seed=0))
+    assert run.precision is PRECISIONS["fp32"] and torch.backends.cudnn.benchmark
+
+
 def named(name):
     """The cpu device dressed as a cuda chip of that name, its vendor told as select's."""
     d = device.select("cpu")
@@ -100,13 +111,12 @@ def test_peak_from_the_device_name_most_specific_first(name, precision, entry, t
     d = named(name)
     precision = PRECISIONS[precision]
     assert d.peak(precision) == (pytest.approx(tflops * 1e12), f"table: {entry}")
-    assert d.peak_flops(precision) == pytest.approx(tflops * 1e12)
 
 
 def test_no_peak_rather_than_a_guess():
     d = device.select("cpu")
     fp32, bf16 = PRECISIONS["fp32"], PRECISIONS["bf16"]
-    assert d.peak(fp32)[0] is None and d.peak_flops(fp32) is None
+    assert d.peak(fp32)[0] is None
     d = named("Tesla V100-SXM2-32GB")
     assert d.peak(bf16)[0] is None  # no bf16 on the data sheet: not another entry's
 

@@ -15,10 +15,11 @@ PACKAGES = ("common", *cases.folders())
 LAYERS = [(*(script[:-3].replace("/", ".") for script in cases.scripts()),
            "common.report", "common.bench", "common.make_dataset", "common.gpu_checks"),
           ("common.train_loop", "common.infer_loop"),
-          ("common.clocks", "common.checkpoint", "common.monitor"),
+          ("common.clocks", "common.checkpoint", "common.monitor", "common.evaluate"),
           ("common.dist",),
-          ("common.device", "common.cases")]
-LONGEST_FUNCTION = 80  # lines
+          ("common.device",),
+          ("common.kinds", "common.cases")]
+LONGEST_FUNCTION = 60  # lines
 
 
 def modules():

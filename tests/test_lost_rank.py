@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, _free_port
 from test_reliability import rank_pids
 
-from common import checkpoint, cli, device, dist, left_behind
+from common import checkpoint, cli, device, dist, kinds, left_behind
 from common.dist import Run
 
 TIMEOUT = 10  # --dist-timeout of these runs: a stopped rank ends them in seconds
@@ -182,7 +182,7 @@ def test_nccl_raises_a_timeout_where_the_user_has_not_said_otherwise(monkeypatch
     env = {f"{prefix}NCCL_DUMP_ON_TIMEOUT": "1"}
     monkeypatch.setattr(os, "environ", env)
     monkeypatch.setattr(dist.torch, "__version__", version)
-    cuda = next(k for k in device.KINDS if k.type == "cuda")
+    cuda = next(k for k in kinds.KINDS if k.type == "cuda")
     monkeypatch.setattr(dist.devices, "select", lambda requested, local_rank:
                         types.SimpleNamespace(kind=cuda, backend="nccl"))
     monkeypatch.setattr(dist, "world_from_env", lambda: (0, 0, 2, 2))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import loop_args
 
-from common import device, monitor, train_loop, vendor_tools
+from common import device, kinds, monitor, train_loop, vendor_tools
 from common.clocks import TrainClocks
 from common.dist import Run
 
@@ -198,9 +198,9 @@ def test_rocm_smi_json_readings():
 def test_visible_ids_follow_the_visible_devices(monkeypatch):
     monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,GPU-x")
-    assert device.kind_of_type("cuda").visible_ids(2) == ["3", "5"]
+    assert kinds.kind_of_type("cuda").visible_ids(2) == ["3", "5"]
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert device.kind_of_type("cuda").visible_ids(3) == ["0", "1", "2"]
+    assert kinds.kind_of_type("cuda").visible_ids(3) == ["0", "1", "2"]
 
 
 def test_train_loop_puts_the_summary_in_its_figures():

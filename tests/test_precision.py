@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from common import bench, cli, device, dist, precision
+from common import bench, cli, dist, kinds, precision
 from common.precision import PRECISIONS, Precision
 
 
@@ -65,7 +65,7 @@ def test_each_name_means_what_the_docstring_says(name, training, inference, auto
 
 
 def test_the_device_peak_table_uses_the_peak_keys():
-    keys = {key for entries in device.PEAK_TFLOPS.values() for _, _, table in entries
+    keys = {key for entries in kinds.PEAK_TFLOPS.values() for _, _, table in entries
             for key in table}
     assert keys <= set(precision.peak_keys())
 

@@ -14,6 +14,7 @@ from test_resnet50 import only_record
 from common import auto_batch, device, make_dataset, profile, train_loop
 from common.dist import Run
 from common.errors import UserError
+from common.progress import step_line
 
 QUICK = ["--image-size", 32, "--batch-size", 4, "--workers", 1, "--print-freq", 1,
          "--warmup-steps", 1]
@@ -291,7 +292,7 @@ def test_only_the_printing_rank_reads_the_loss(capsys):
     cpu = device.select("cpu")
     for rank in (1, 0):
         run = Run(rank=rank, local_rank=rank, world_size=2, local_world_size=2, device=cpu)
-        progress = train_loop._progress_line(run, total_steps=10, step=0, rows=[], t0=0.0)
+        progress = step_line(run, total_steps=10, step=0, rows=[], t0=0.0)
         loss = UnreadableLoss() if rank else torch.tensor(0.5)
         progress(0, 2, loss, 2, 0.1, 4)
     assert capsys.readouterr().out.startswith("epoch 1 step 2/10 loss 1.0000 lr 0.1 ")

@@ -6,8 +6,9 @@ import torchvision
 from conftest import run_script
 from test_resnet50 import only_record
 
-from common import data, device, infer_loop, make_dataset, train_loop
+from common import data, device, infer_loop, make_dataset
 from common.dist import Run
+from common.evaluate import evaluate
 from common.weights import load_weights
 
 
@@ -17,7 +18,7 @@ def top1_on_one_process(root, weights, classes):
     run = Run(0, 0, 1, 1, device.select("cpu"))
     val = data.image_folder(root, "val", data.eval_transform(32))
     normalize = data.normalizer(data.IMAGENET_MEAN, data.IMAGENET_STD, "cpu")
-    return train_loop.evaluate(model, data.eval_loader(val, 4, 0, run), run, normalize)["top1"]
+    return evaluate(model, data.eval_loader(val, 4, 0, run), run, normalize)["top1"]
 
 
 @pytest.mark.parametrize("images, ranks, batch, full_batches", [

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from common import device, vendor_tools
+from common import kinds, vendor_tools
 from common.vendor_tools import MiB
 
 # youyve/nputop, tests/test_libascend.py ("npusmi_hbm"): npu-smi info on two 910B2C
@@ -270,7 +270,7 @@ def test_a_tool_printing_no_table_is_passed_over(tmp_path, monkeypatch):
     script.write_text("#!/bin/sh\necho 'Intel XPU System Management Interface -- v1.0'\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", str(tmp_path))
-    kunlunxin = next(k for k in device.KINDS if k.vendor == "Kunlunxin")
+    kunlunxin = next(k for k in kinds.KINDS if k.vendor == "Kunlunxin")
     with pytest.raises(RuntimeError, match="no device in its output"):
         kunlunxin.monitors[0].open(["0"])
 

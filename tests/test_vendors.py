@@ -6,7 +6,9 @@ makes; the numbers the stand-ins return are made up. Every test starts on a bare
 no plug-in importable, no cuda, xpu or mps device, torch.accelerator serving nothing.
 """
 import argparse
+import ast
 import dataclasses
+import glob
 import os
 import stat
 import sys
@@ -17,7 +19,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from common import device, monitor, report, vendor_tools
+from common import device, kinds, monitor, report, vendor_tools
 from common.dist import Run
 from common.errors import UserError
 from common.precision import PRECISIONS
@@ -114,7 +116,7 @@ def fake_plugin(name):
 
 @pytest.fixture(autouse=True)
 def bare_machine(monkeypatch):
-    for kind in device.KINDS:
+    for kind in kinds.KINDS:
         if kind.plugin:
             monkeypatch.setitem(sys.modules, kind.plugin, None)  # None: the import fails
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -159,7 +161,7 @@ def install_cuda(monkeypatch, name, hip=None, maca=None):
 
 def test_a_bare_machine_runs_on_cpu():
     assert device.select().type == "cpu"
-    assert not any(device._available(k) for k in device.KINDS if k.type != "cpu")
+    assert not any(device._available(k) for k in kinds.KINDS if k.type != "cpu")
 
 
 def test_detection_follows_the_order_of_kinds(monkeypatch):
@@ -371,17 +373,17 @@ TABLE
 def test_the_chips_page_lists_every_kind_field():
     with open(os.path.join(ROOT, "docs", "chips.md")) as f:
         readme = f.read()
-    assert [f.name for f in dataclasses.fields(device.Kind)
+    assert [f.name for f in dataclasses.fields(kinds.Kind)
             if f"| `{f.name}` |" not in readme] == []
 
 
 def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
     """Detected, synchronised, monitored and labelled from its Kind alone."""
-    acme = device.Kind("Acme", "acme", "gloo", plugin="torch_acme",
+    acme = kinds.Kind("Acme", "acme", "gloo", plugin="torch_acme",
                        visible=("ACME_VISIBLE_DEVICES",),
                        monitors=(vendor_tools.command("acme-smi", ["acme-smi"],
                                                       vendor_tools.parse_smi_table),))
-    monkeypatch.setattr(device, "KINDS", [acme, *device.KINDS])
+    monkeypatch.setattr(kinds, "KINDS", [acme, *kinds.KINDS])
     module = install(monkeypatch, "acme", "torch_acme", device_name="A1-64GB")
     tool = tmp_path / "acme-smi"
     tool.write_text(ACME_SMI)
@@ -391,6 +393,9 @@ def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
 
     d = device.select()
     assert (d.vendor, d.type, d.backend, d.label) == ("Acme", "acme", "gloo", "A1")
+    # an accelerator's facts are the Kind's defaults: batches pinned, out of memory raised
+    assert d.pin_memory and d.reports_out_of_memory and d.decoding_frees_the_host
+    assert d.ddp_device_ids() == [0] and d.device_count() == 4
     d.synchronize()
     assert module.calls[-1] == ("synchronize", None)
 
@@ -410,3 +415,56 @@ def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
     env = report.environment(run)
     assert env["device"]["vendor"] == "Acme" and env["versions"]["stack"]["torch_acme"]
     assert report.infer_config(env) == "Acme A1"
+
+
+# the shim: every other module asks it, and never names a vendor, chip API or backend
+SHIM = ("common/device.py", "common/kinds.py", "common/vendor_tools.py")
+CUDA_API_VENDORS = ("AMD", "Hygon", "Iluvatar", "MetaX")  # told apart by device.cuda_vendor
+
+
+def vendor_words():
+    """What names a vendor: its name, its device type and backend (the host's aside)."""
+    accelerators = [k for k in kinds.KINDS if not k.host]
+    return ({k.vendor for k in accelerators} | set(CUDA_API_VENDORS)
+            | {k.type for k in accelerators} | {k.backend for k in accelerators if k.backend})
+
+
+def suite_sources():
+    for package in ("common", "resnet50", "mobilenetv2", "vit", "bit"):
+        for path in sorted(glob.glob(os.path.join(ROOT, package, "*.py"))):
+            yield os.path.relpath(path, ROOT)
+
+
+def dotted(node):
+    """'torch.version.hip' for the attribute chain `node`, None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    owner = dotted(node.value) if isinstance(node, ast.Attribute) else None
+    return f"{owner}.{node.attr}" if owner else None
+
+
+def vendor_mentions(path, words):
+    """'line: what' for each string equal to a vendor word (a comparison, a key) and each
+    use of a device type's own torch module or of torch.version's vendor attributes."""
+    lowered = {w.lower() for w in words}
+    vendor_attrs = {f"torch.{w}" for w in words} | {f"torch.version.{a}"
+                                                    for a in kinds.VERSION_ATTRS}
+    found = []
+    for node in ast.walk(ast.parse(open(os.path.join(ROOT, path)).read())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value.strip().lower() in lowered:
+                found.append(f"{node.lineno}: {node.value!r}")
+        elif isinstance(node, ast.Attribute) and dotted(node) in vendor_attrs:
+            found.append(f"{node.lineno}: {dotted(node)}")
+    return found
+
+
+def test_vendor_names_live_only_in_the_shim():
+    words = vendor_words()
+    assert {"NVIDIA", "Ascend", "cuda", "npu", "nccl"} <= words and not {"CPU", "cpu"} & words
+    outside = {path: vendor_mentions(path, words) for path in suite_sources()
+               if path not in SHIM}
+    assert {path: found for path, found in outside.items() if found} == {}
+    # and the check sees a mention where there is one
+    assert vendor_mentions("common/kinds.py", words) and vendor_mentions("common/device.py",
+                                                                         words)
