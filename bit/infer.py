@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 from bit.sizes import KNOWN_MODELS
-from common import cli
+from common import cli, exits
 
 def get_args_parser():
     p = cli.infer_parser(__doc__, image_size=480)
@@ -52,4 +52,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)

@@ -22,7 +22,7 @@ import time
 
 from tabulate import tabulate
 
-from common import cli, compare, files, make_dataset, plots, scaling
+from common import compare, files, make_dataset, plots, recipe, scaling
 from common.errors import UserError
 from common.flags import Parser
 
@@ -73,7 +73,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
 import torch
 import torchvision
 
-from common import clocks, device, dist, left_behind
+from common import clocks, device, dist, exits, left_behind
 from common.flops import efficiency
 
 GiB = 1024 ** 3
@@ -166,7 +166,7 @@ def train_record(run, args, parser, model_name, figures, flops_per_img):
     fig.update(efficiency(flops_per_img, fig.get("p_core"),
                           run.device.peak(run.precision, args.peak_tflops), passes=3,
                           world_size=run.world_size))
-    fix_hp = cli.fix_hp(args, parser)
+    fix_hp = recipe.fix_hp(args, parser)
     if (fig.get("batch_size_search") or {}).get("searched"):
         fix_hp = {"bs": args.batch_size, **fix_hp}  # a searched batch is always shown
     weights = weights_source(args.weights)  # from scratch: random
@@ -257,18 +257,18 @@ def conclude(run, args, record, served_checkpoint=None):
                      json.dumps(record, default=str))
             print(f"error: {why}; {where}", file=sys.stderr, flush=True)
     if left is not None:
-        cli.tell_error(record["error"])
+        exits.tell_error(record["error"])
         # the process group is left to the exit: shutting it down could wait on the
         # collective that timed out, where a backend has not aborted it
-        cli.quiet_exit(1 if why else 3)
+        exits.quiet_exit(1 if why else 3)
     (lost,) = dist.max_all(run, [1 if run.is_main and path is None else 0])
     if served_checkpoint is not None and not lost:
         served_checkpoint()
     dist.teardown(run)
     if why:
-        cli.quiet_exit(1)
+        exits.quiet_exit(1)
     if record["status"] != "ok":
-        cli.quiet_exit(3 if record["status"] == "incomplete" else 1)
+        exits.quiet_exit(3 if record["status"] == "incomplete" else 1)
     return record
 
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (auto_batch, checkpoint, cli, data, dist, history, left_behind, monitor,
-                    optim, profile, progress)
+from common import (auto_batch, checkpoint, data, dist, history, left_behind, monitor, optim,
+                    profile, progress, recipe)
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.errors import UserError
@@ -497,7 +497,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
 
     sharded=True: the model is already sharded over the ranks (FSDP2 fully_shard), so
     it is not wrapped in DDP and is evaluated in lockstep.
-    grad_accum defaults to args.grad_accum, as cli.settle_recipe set it.
+    grad_accum defaults to args.grad_accum, as recipe.settle set it.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc,
     print_freq, checkpoint_every, resume, keep_checkpoint, compile, profile}. Returns
     the figures of docs/METRICS.md's training clocks plus accuracy, and the run's status."""
@@ -513,7 +513,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     progress.header(run, args, "training", _data_words(args, train_loader, val_loader),
                     f"{t.total_steps} steps ({t.steps_per_epoch} per epoch), the first "
                     f"{args.warmup_steps} untimed (warm-up)",
-                    cli.describe_recipe(args.recipe) if args.recipe else None,
+                    recipe.describe(args.recipe) if args.recipe else None,
                     grad_accum=t.grad_accum)
     try:
         stop, epoch = _epochs(t, train_loader, val_loader)

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli
+from common import cli, exits
 
 def get_args_parser():
     return cli.infer_parser(__doc__, channels_last=True)
@@ -44,4 +44,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)

@@ -1,5 +1,5 @@
 """How the code is laid out: imports run one way (entry script -> loop -> clocks,
-checkpoint, monitor -> dist -> device), a model folder needs only itself and common/,
+checkpoint, monitor -> dist, exits -> device -> flags, recipe), a model folder needs only itself and common/,
 no function of common/ is too long to hold in one's head, and flags are read as args.x."""
 import ast
 import glob
@@ -15,8 +15,10 @@ LAYERS = [("resnet50.train", "mobilenetv2.train", "vit.train", "bit.train",
            "common.report", "common.bench", "common.make_dataset", "common.gpu_checks"),
           ("common.train_loop", "common.infer_loop"),
           ("common.clocks", "common.checkpoint", "common.monitor"),
-          ("common.dist",),
-          ("common.device",)]
+          ("common.dist", "common.exits"),
+          ("common.device",),
+          # no torch: the flags and the recipe's arithmetic
+          ("common.cli", "common.recipe")]
 LONGEST_FUNCTION = 80  # lines
 
 

@@ -18,7 +18,7 @@ from conftest import ROOT, _free_port, load_script, run_script
 from test_resnet50 import only_record
 from test_resume import descendants
 
-from common import checkpoint, cli, files, report
+from common import checkpoint, exits, files, report
 from common.errors import UserError
 
 TINY = ["--synthetic", "--image-size", 32, "--batch-size", 2, "--num-classes", 10,
@@ -31,7 +31,7 @@ def train_in_process(tmp_path, *extra):
     argv = [str(a) for a in [*TINY, "--max-steps", 3, "--out", tmp_path, *extra]]
     parser = script.get_args_parser()
     with pytest.raises(SystemExit) as e:
-        cli.entry(script.main, parser, parser.parse_args(argv))
+        exits.entry(script.main, parser, parser.parse_args(argv))
         raise SystemExit(0)
     return e.value.code
 

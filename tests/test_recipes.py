@@ -6,7 +6,7 @@ import torchvision
 
 from bit import train as bit_train
 from bit.model import bit
-from common import cli
+from common import recipe
 from common.flops import flops_per_image
 from common.auto_batch import scale_lr
 from mobilenetv2 import train as mobilenetv2_train
@@ -21,8 +21,8 @@ SCRIPTS = {"resnet50": resnet50_train, "mobilenetv2": mobilenetv2_train, "vit": 
 def settled(script, world_size, *argv):
     parser = SCRIPTS[script].get_args_parser()
     args = parser.parse_args(["--synthetic", *argv])
-    cli.settle_recipe(args, world_size)
-    return args, cli.fix_hp(args, parser)
+    recipe.settle(args, world_size)
+    return args, recipe.fix_hp(args, parser)
 
 
 # (script, world size, flags) -> (per-device batch, accumulation, global batch, lr)
@@ -74,7 +74,7 @@ def test_settling_again_after_an_auto_batch_uses_what_the_user_gave():
     args, _ = settled("vit", 8, "--batch-size", "auto")
     assert (args.grad_accum, args.lr) == (2, 0.003)  # the recipe's batch while searching
     args.batch_size = 64
-    cli.settle_recipe(args, 8)
+    recipe.settle(args, 8)
     assert (args.grad_accum, args.recipe["global_batch"], args.lr) == (8, 4096, 0.003)
 
 
@@ -104,6 +104,36 @@ def test_scaling_the_lr_later_is_the_schedule_built_at_that_lr():
     opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.006)
     assert lrs(opt, sched) == pytest.approx(
         lrs(opt2, bit_train.hyperrule_schedule(opt2, warmup_steps=2, decay_steps=(4,))))
+
+
+SHARED = {"bs", "img", "lr", "accum", "epochs"}  # cli.train_parser's recipe flags
+
+
+@pytest.mark.parametrize("script, own", [
+    ("resnet50", {"momentum", "wd", "lr_step", "lr_gamma"}),
+    ("mobilenetv2", {"momentum", "wd", "lr_step", "lr_gamma"}),
+    ("vit", {"wd", "ls", "mixup", "cutmix", "randaug", "ra_reps", "warmup_ep", "warmup_factor",
+             "clip"}),
+    ("bit", {"momentum", "mixup", "warmup_lr", "lr_decay", "steps"}),
+])
+def test_fix_hp_names_every_flag_of_the_recipe_group_bs_and_lr_first(script, own):
+    parser = SCRIPTS[script].get_args_parser()
+    args = parser.parse_args(["--synthetic"])
+    for dest in parser.recipe_names():
+        setattr(args, dest, "changed")
+    fix_hp = recipe.fix_hp(args, parser)
+    assert set(fix_hp) == SHARED | own and list(fix_hp)[:2] == ["bs", "lr"]
+    assert set(fix_hp.values()) == {"changed"}
+
+
+def test_a_recipe_flag_a_script_adds_is_in_fix_hp_with_no_list_to_edit():
+    parser = SCRIPTS["resnet50"].get_args_parser()
+    parser.add_recipe_argument("--dropout", "drop", type=float, default=0.0)
+    args = parser.parse_args(["--synthetic", "--dropout", "0.1", "--momentum", "0.8"])
+    recipe.settle(args, 1)
+    assert recipe.fix_hp(args, parser) == {"momentum": 0.8, "drop": 0.1}
+    with pytest.raises(ValueError, match="'wd' is another recipe flag's"):
+        parser.add_recipe_argument("--wd", "wd", type=float, default=0.0)
 
 
 # published multiply-adds per 224 px image: torchvision's model documentation for the

@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli
+from common import cli, exits
 from vit.sizes import SIZES, check_image_size
 
 def get_args_parser():
@@ -45,4 +45,4 @@ def main(args, parser):
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)
