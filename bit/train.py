@@ -63,7 +63,7 @@ from torchvision.transforms import v2
 
 from bit import model as bit_model
 from bit.weights import BIT_MEAN, BIT_STD, CHECKPOINTS_URL, hyperrule_transforms, load_weights
-from common import data, dist, optim, report, train_loop
+from common import data, dist, optim, record, train_loop
 from common.errors import UserError
 
 
@@ -166,7 +166,7 @@ def main(args, parser):
         normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
         scheduler=scheduler, scheduler_per="step", batch_transform=mixup, sharded=args.fsdp)
 
-    report.conclude_training(run, args, parser, args.model, figures, flops)
+    record.conclude_training(run, args, parser, args.model, figures, flops)
 
 
 if __name__ == "__main__":

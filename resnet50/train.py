@@ -37,7 +37,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
 import torch
 import torchvision
 
-from common import data, dist, optim, report, train_loop
+from common import data, dist, optim, record, train_loop
 
 
 def main(args, parser):
@@ -55,7 +55,7 @@ def main(args, parser):
         normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
         scheduler=scheduler, scheduler_per="epoch")
 
-    report.conclude_training(run, args, parser, "resnet50", figures, flops)
+    record.conclude_training(run, args, parser, "resnet50", figures, flops)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import re
 
 from conftest import ROOT
 
-from common import report
+from common import tables
 
 METRICS = os.path.join(ROOT, "docs/METRICS.md")
 
@@ -34,7 +34,7 @@ def test_every_mention_of_the_definitions_points_at_docs_metrics():
 def test_every_table_column_and_record_figure_is_defined():
     with open(METRICS) as f:
         text = f.read()
-    names = set(report.TRAIN_COLUMNS) | set(report.INFER_COLUMNS) - {"bs"}
+    names = set(tables.TRAIN_COLUMNS) | set(tables.INFER_COLUMNS) - {"bs"}
     names |= {"e2e_time", "compile_s", "build_s", "latency_b1_ms", "flops_per_image", "mfu",
               "tflops", "energy_per_image_j", "power_mean_w", "why_empty", "fix_hp"}
     assert not {n for n in names if n not in text}

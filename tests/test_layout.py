@@ -1,5 +1,5 @@
-"""How the code is laid out: imports run one way (entry script -> loop -> clocks,
-checkpoint, monitor -> dist, exits -> device -> flags, recipe), a model folder needs only itself and common/,
+"""How the code is laid out: imports run one way (entry script -> loop, record -> clocks,
+checkpoint, monitor -> dist, exits -> device -> flags, recipe, tables), a model folder needs only itself and common/,
 no function of common/ is too long to hold in one's head, and flags are read as args.x."""
 import ast
 import glob
@@ -12,13 +12,14 @@ PACKAGES = ("common", "resnet50", "mobilenetv2", "vit", "bit")
 # each layer imports only from the layers after it, never from one before
 LAYERS = [("resnet50.train", "mobilenetv2.train", "vit.train", "bit.train",
            "resnet50.infer", "mobilenetv2.infer", "vit.infer", "bit.infer",
-           "common.report", "common.bench", "common.make_dataset", "common.gpu_checks"),
-          ("common.train_loop", "common.infer_loop"),
+           "common.report", "common.bench", "common.gpu_checks"),
+          ("common.train_loop", "common.infer_loop", "common.record"),
           ("common.clocks", "common.checkpoint", "common.monitor"),
           ("common.dist", "common.exits"),
           ("common.device",),
-          # no torch: the flags and the recipe's arithmetic
-          ("common.cli", "common.recipe")]
+          # no torch: the flags, the recipe's arithmetic, the tables, the generated dataset
+          # (a record says whether it trained on one)
+          ("common.cli", "common.recipe", "common.tables", "common.make_dataset")]
 LONGEST_FUNCTION = 80  # lines
 
 

@@ -27,7 +27,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
     parser = get_args_parser()
     args = parser.parse_args()
 
-from common import data, dist, infer_loop, report
+from common import data, dist, infer_loop, record
 from common.weights import load_weights
 from vit.model import MODELS
 
@@ -41,7 +41,8 @@ def main(args, parser):
     else:
         dist.print0(run, "no --weights: random weights, the figures are speed only")
     figures = infer_loop.run_inference(run, args, model, loader, normalize)
-    report.conclude(run, args, report.infer_record(run, args, args.model, figures, args.weights))
+    result = record.infer_record(run, args, args.model, figures, args.weights)
+    record.conclude(run, args, result)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
 import torch
 from torchvision.transforms import v2
 
-from common import data, dist, optim, report, train_loop
+from common import data, dist, optim, record, train_loop
 from vit.model import MODELS
 
 
@@ -87,7 +87,7 @@ def main(args, parser):
         scheduler=scheduler, scheduler_per="epoch",
         batch_transform=mix_batches(args, num_classes), clip_grad=args.clip_grad)
 
-    report.conclude_training(run, args, parser, args.model, figures, flops)
+    record.conclude_training(run, args, parser, args.model, figures, flops)
 
 
 if __name__ == "__main__":
