@@ -49,7 +49,7 @@ def main(args, parser):
     bit_model.fold_weight_standardization(model)
     figures = infer_loop.run_inference(run, args, model, loader, normalize)
     result = record.infer_record(run, args, args.model, figures, args.weights)
-    record.conclude(run, args, result)
+    return record.conclude(run, args, result)
 
 
 if __name__ == "__main__":

@@ -161,12 +161,13 @@ def main(args, parser):
     # one mixing weight per batch from Beta(0.1, 0.1), on the device; soft targets out
     mixup = v2.MixUp(alpha=args.mixup_alpha, num_classes=num_classes) if args.mixup_alpha else None
 
-    figures = train_loop.train(
+    figures, served_checkpoint = train_loop.train(
         run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
         normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
         scheduler=scheduler, scheduler_per="step", batch_transform=mixup, sharded=args.fsdp)
 
-    record.conclude_training(run, args, parser, args.model, figures, flops)
+    result = record.train_record(run, args, parser, args.model, figures, flops)
+    return record.conclude(run, args, result, served_checkpoint)
 
 
 if __name__ == "__main__":

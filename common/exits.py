@@ -1,7 +1,7 @@
-"""How a script ends: `entry` runs its main; a user's error ends in one line and exit
-2, a lost rank in one line and exit 1, never in a traceback (--debug shows it). No
-torch at the top: an entry script parses its flags and calls `entry` before anything
-heavy has loaded, so `--help` answers at once.
+"""How a script ends: `entry` runs its main and exits with the code main returns; a
+user's error ends in one line and exit 2, a lost rank in one line and exit 1, never in
+a traceback (--debug shows it). No torch at the top: an entry script parses its flags
+and calls `entry` before anything heavy has loaded, so `--help` answers at once.
 """
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from common.errors import UserError
 
 
 def entry(main, parser, args):
-    """Check the flags already parsed, then run main(args, parser); a UserError ends in
-    one line and exit 2."""
+    """Check the flags already parsed, then run main(args, parser) and exit with the code
+    it returns (0, or None: the script ends as usual); a UserError ends in one line and
+    exit 2."""
     try:
         check_flags(args, parser)
-        return main(args, parser)
+        code = main(args, parser)
     except UserError as e:
         if args.debug:
             raise
@@ -39,6 +40,9 @@ def entry(main, parser, args):
             tell_error(f"rank {rank}: another rank ended (its error is above), so this "
                        f"one stops too")
         quiet_exit(1)
+    if code:
+        quiet_exit(code)  # what went wrong is told already, beside the record
+    return 0
 
 
 def tell_error(line):

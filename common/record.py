@@ -1,5 +1,5 @@
 """What a run writes: its JSON record (figures, recipe, environment, MFU), atomically and
-never over another run's, and the end of the run.
+never over another run's, and the end of the run, which returns its exit code.
 
 Each run writes one record on rank 0 (temporary file, then rename); tables are rebuilt
 from records by `python -m common.report`, never typed.
@@ -201,6 +201,10 @@ def finish(run, record, out_dir, writes=None):
     return write_record_somewhere(record, out_dir) if writes else (None, None)
 
 
+# the exit code of each status a record ends in (1 too where it is not in --out)
+EXIT_CODES = {"ok": 0, "failed": 1, "incomplete": 3}
+
+
 def _say_where(record, path, why, lang):
     """The record's path and its table row; where it is not in --out, why, on stderr."""
     print(f"\nrecord: {path}\n\n" + tables.seed_table(record["case"])([record], lang),
@@ -212,12 +216,14 @@ def _say_where(record, path, why, lang):
 
 
 def conclude(run, args, record, served_checkpoint=None):
-    """Write the record, print its table row, remove the checkpoint it makes needless,
-    leave the process group. A run that did not finish well exits non-zero (1 failed,
-    3 incomplete) once its record is written; so does one whose record could only go
-    to a fallback folder (1), or nowhere (the record is printed, and the checkpoint
-    kept). A run a lost rank cut short runs no collective here (it would wait for that
-    rank again): the rank left_behind names writes the record, every rank says its line."""
+    """Write the record, print its table row, remove `served_checkpoint` (the
+    checkpoint.Checkpointer of a run that ended well: its record makes it needless),
+    leave the process group; returns the exit code. A run that did not finish well
+    returns non-zero (1 failed, 3 incomplete) once its record is written; so does one
+    whose record could only go to a fallback folder (1), or nowhere (the record is
+    printed, and the checkpoint kept). A run a lost rank cut short runs no collective
+    here (it would wait for that rank again): the rank left_behind names writes the
+    record, every rank says its line."""
     left = record["figures"].get("left_behind")
     writes = run.is_main if left is None else left_behind.writes_record(left, run.rank)
     path, why = finish(run, record, args.out, writes)
@@ -227,20 +233,9 @@ def conclude(run, args, record, served_checkpoint=None):
         exits.tell_error(record["error"])
         # the process group is left to the exit: shutting it down could wait on the
         # collective that timed out, where a backend has not aborted it
-        exits.quiet_exit(1 if why else 3)
+        return 1 if why else EXIT_CODES["incomplete"]
     (lost,) = dist.max_all(run, [1 if run.is_main and path is None else 0])
     if served_checkpoint is not None and not lost:
-        served_checkpoint()
+        served_checkpoint.remove()
     dist.teardown(run)
-    if why:
-        exits.quiet_exit(1)
-    if record["status"] != "ok":
-        exits.quiet_exit(3 if record["status"] == "incomplete" else 1)
-    return record
-
-
-def conclude_training(run, args, parser, model_name, figures, flops_per_img):
-    figures = dict(figures)
-    served = figures.pop("served_checkpoint", None)
-    return conclude(run, args, train_record(run, args, parser, model_name, figures,
-                                            flops_per_img), served)
+    return 1 if why else EXIT_CODES.get(record["status"], 1)

@@ -500,7 +500,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     grad_accum defaults to args.grad_accum, as recipe.settle set it.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc,
     print_freq, checkpoint_every, resume, keep_checkpoint, compile, profile}. Returns
-    the figures of docs/METRICS.md's training clocks plus accuracy, and the run's status."""
+    the figures of docs/METRICS.md's training clocks plus accuracy and the run's status,
+    and the checkpoint of a run that ended well (else None), which record.conclude
+    removes only once the record is on disk: never neither."""
     batch_search = None
     if args.batch_size == "auto":
         train_loader, val_loader, batch_search = auto_batch.settle(
@@ -519,7 +521,7 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
         stop, epoch = _epochs(t, train_loader, val_loader)
     except Exception as e:
         if run.distributed and run.device.is_collective_timeout(e):
-            return t.left_behind()
+            return t.left_behind(), None  # the last checkpoint stays for the resume
         error = _user_error(e, run, args)
         if error is None:
             raise
@@ -530,12 +532,9 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     figures = _figures(t, train_loader)
     figures.update(epochs_run=epoch + 1, stopped=stop.reason, status=status, error=error,
                    batch_size_search=batch_search)
-    if status == "ok":
-        if args.keep_checkpoint:
-            t.save(path=t.ckpt.path[:-3] + "-final.pt")
-        # removed only once the record is on disk (report.conclude): never neither
-        figures["served_checkpoint"] = t.ckpt.remove
-    return figures
+    if status == "ok" and args.keep_checkpoint:
+        t.save(path=t.ckpt.path[:-3] + "-final.pt")
+    return figures, t.ckpt if status == "ok" else None
 
 
 def _outcome(t, stop):

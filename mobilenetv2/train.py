@@ -49,12 +49,13 @@ def main(args, parser):
                            momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_epochs, args.lr_gamma)
 
-    figures = train_loop.train(
+    figures, served_checkpoint = train_loop.train(
         run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
         normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
         scheduler=scheduler, scheduler_per="epoch")
 
-    record.conclude_training(run, args, parser, "mobilenetv2", figures, flops)
+    result = record.train_record(run, args, parser, "mobilenetv2", figures, flops)
+    return record.conclude(run, args, result, served_checkpoint)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ def tiny_training(tmp_path, loss_fn, model=None, steps=10, **flags):
     model = model or torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
     batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (4,)))
                for _ in range(steps)]
-    return train_loop.train(
+    figures, _ = train_loop.train(
         cpu_run(), loop_args(tmp_path, print_freq=4, **flags), model,
         torch.optim.SGD(model.parameters(), lr=0.01), train_loader=batches, val_loader=None,
         normalize=lambda x: x.float() / 255, loss_fn=loss_fn)
+    return figures
 
 
 def test_the_profiler_covers_the_warm_up_steps_after_the_first(tmp_path, monkeypatch):
@@ -312,7 +313,7 @@ def test_a_run_cut_short_inside_an_epoch_keeps_its_place(tmp_path, max_steps, ep
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)
     args = loop_args(tmp_path, epochs=3, max_steps=max_steps, keep_checkpoint=True)
-    f = train_loop.train(cpu_run(), args, model, optimizer, train_loader=batches,
+    f, _ = train_loop.train(cpu_run(), args, model, optimizer, train_loader=batches,
                          val_loader=None, normalize=lambda x: x.float() / 255,
                          loss_fn=torch.nn.CrossEntropyLoss(), scheduler=scheduler)
     assert f["stopped"] == "max_steps" and f["steps"] == max_steps

@@ -42,7 +42,7 @@ def main(args, parser):
         dist.print0(run, "no --weights: random weights, the figures are speed only")
     figures = infer_loop.run_inference(run, args, model, loader, normalize)
     result = record.infer_record(run, args, args.model, figures, args.weights)
-    record.conclude(run, args, result)
+    return record.conclude(run, args, result)
 
 
 if __name__ == "__main__":

@@ -80,14 +80,15 @@ def main(args, parser):
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs - warmup),
     ], milestones=[warmup])
 
-    figures = train_loop.train(
+    figures, served_checkpoint = train_loop.train(
         run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
         normalize=normalize,
         loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
         scheduler=scheduler, scheduler_per="epoch",
         batch_transform=mix_batches(args, num_classes), clip_grad=args.clip_grad)
 
-    record.conclude_training(run, args, parser, args.model, figures, flops)
+    result = record.train_record(run, args, parser, args.model, figures, flops)
+    return record.conclude(run, args, result, served_checkpoint)
 
 
 if __name__ == "__main__":
