@@ -8,7 +8,6 @@ from bit import train as bit_train
 from bit.model import bit
 from common import recipe
 from common.flops import flops_per_image
-from common.auto_batch import scale_lr
 from mobilenetv2 import train as mobilenetv2_train
 from resnet50 import train as resnet50_train
 from vit import train as vit_train
@@ -68,42 +67,6 @@ def test_an_lr_the_user_gives_is_the_lr_that_runs():
     args, fix_hp = settled("vit", 8, "--grad-accum", "1")
     assert args.recipe["global_batch"] == 2048 and args.lr == pytest.approx(0.0015)
     assert fix_hp == {"accum": 1}
-
-
-def test_settling_again_after_an_auto_batch_uses_what_the_user_gave():
-    args, _ = settled("vit", 8, "--batch-size", "auto")
-    assert (args.grad_accum, args.lr) == (2, 0.003)  # the recipe's batch while searching
-    args.batch_size = 64
-    recipe.settle(args, 8)
-    assert (args.grad_accum, args.recipe["global_batch"], args.lr) == (8, 4096, 0.003)
-
-
-def test_scaling_the_lr_later_is_the_schedule_built_at_that_lr():
-    """--batch-size auto scales the lr once the optimizer and schedule exist."""
-    def vit_schedule(lr):
-        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
-        sched = torch.optim.lr_scheduler.SequentialLR(opt, [
-            torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.033, total_iters=3),
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)], milestones=[3])
-        return opt, sched
-
-    def lrs(opt, sched):
-        out = []
-        for _ in range(8):
-            opt.step()
-            sched.step()
-            out.append(opt.param_groups[0]["lr"])
-        return out
-
-    scaled = vit_schedule(0.003)
-    scale_lr(*scaled, 0.25)
-    assert lrs(*scaled) == pytest.approx(lrs(*vit_schedule(0.00075)))
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.003)
-    sched = bit_train.hyperrule_schedule(opt, warmup_steps=2, decay_steps=(4,))
-    scale_lr(opt, sched, 2)
-    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.006)
-    assert lrs(opt, sched) == pytest.approx(
-        lrs(opt2, bit_train.hyperrule_schedule(opt2, warmup_steps=2, decay_steps=(4,))))
 
 
 SHARED = {"bs", "img", "lr", "accum", "epochs"}  # cli.train_parser's recipe flags
