@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 from bit.sizes import KNOWN_MODELS
-from common import cli
+from common import cli, exits
 
 def get_args_parser():
     p = cli.infer_parser(__doc__, image_size=480)
@@ -30,7 +30,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
 
 from bit import model as bit_model
 from bit.weights import BIT_MEAN, BIT_STD, hyperrule_transforms, load_weights
-from common import data, dist, infer_loop, report
+from common import data, dist, infer_loop, record
 from common.errors import UserError
 
 
@@ -48,8 +48,9 @@ def main(args, parser):
     # the weights are fixed from here: standardise them once, in float32, not every call
     bit_model.fold_weight_standardization(model)
     figures = infer_loop.run_inference(run, args, model, loader, normalize)
-    report.conclude(run, args, report.infer_record(run, args, args.model, figures, args.weights))
+    result = record.infer_record(run, args, args.model, figures, args.weights)
+    return record.conclude(run, args, result)
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)

@@ -26,7 +26,7 @@ from collections import OrderedDict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 from bit.sizes import KNOWN_MODELS
-from common import cli, flags
+from common import cli, exits, flags
 
 
 def get_args_parser():
@@ -36,14 +36,15 @@ def get_args_parser():
     p.add_argument("--model", choices=list(KNOWN_MODELS), default="BiT-M-R152x2")
     p.add_argument("--weights", default="random", metavar="PATH.npz",
                    help="official BiT checkpoint to fine-tune (random: none, with a warning)")
-    p.add_argument("--momentum", type=flags.fraction, default=0.9)
-    p.add_argument("--mixup-alpha", type=flags.non_negative_float, default=0.1)
-    p.add_argument("--warmup-lr-steps", type=flags.non_negative_int, default=500,
-                   help="optimizer steps of linear lr warm-up from 0")
-    p.add_argument("--lr-decay-steps", type=flags.int_list, default=(3000, 6000, 9000),
-                   help="lr x0.1 after each of these optimizer steps")
-    p.add_argument("--total-steps", type=flags.positive_int, default=10000,
-                   help="optimizer steps of the whole recipe")
+    recipe = p.add_recipe_argument  # flag, its short name in fix_hp, as add_argument
+    recipe("--momentum", "momentum", type=flags.fraction, default=0.9)
+    recipe("--mixup-alpha", "mixup", type=flags.non_negative_float, default=0.1)
+    recipe("--warmup-lr-steps", "warmup_lr", type=flags.non_negative_int, default=500,
+           help="optimizer steps of linear lr warm-up from 0")
+    recipe("--lr-decay-steps", "lr_decay", type=flags.int_list, default=(3000, 6000, 9000),
+           help="lr x0.1 after each of these optimizer steps")
+    recipe("--total-steps", "steps", type=flags.positive_int, default=10000,
+           help="optimizer steps of the whole recipe")
     p.add_argument("--fsdp", action="store_true",
                    help="shard parameters, gradients and momentum over the ranks (FSDP2)")
     p.add_argument("--activation-checkpointing", action="store_true",
@@ -62,7 +63,7 @@ from torchvision.transforms import v2
 
 from bit import model as bit_model
 from bit.weights import BIT_MEAN, BIT_STD, CHECKPOINTS_URL, hyperrule_transforms, load_weights
-from common import data, dist, optim, report, train_loop
+from common import data, dist, optim, record, train_loop
 from common.errors import UserError
 
 
@@ -132,7 +133,6 @@ def main(args, parser):
     # the recipe is counted in optimizer steps: it ends at --total-steps, or at --max-steps
     args.max_steps = min(args.max_steps or args.total_steps, args.total_steps)
     run = dist.start(args)
-    cli.settle_recipe(args, run.world_size)  # global batch and lr: see cli.train_parser
     if args.fsdp and not run.distributed:
         raise UserError("--fsdp: shards the model over ranks; launch several with "
                         "torchrun --nproc_per_node N, or leave --fsdp out")
@@ -161,13 +161,14 @@ def main(args, parser):
     # one mixing weight per batch from Beta(0.1, 0.1), on the device; soft targets out
     mixup = v2.MixUp(alpha=args.mixup_alpha, num_classes=num_classes) if args.mixup_alpha else None
 
-    figures = train_loop.train(
+    figures, served_checkpoint = train_loop.train(
         run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
         normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
         scheduler=scheduler, scheduler_per="step", batch_transform=mixup, sharded=args.fsdp)
 
-    report.conclude_training(run, args, parser, args.model, figures, flops)
+    result = record.train_record(run, args, parser, args.model, figures, flops)
+    return record.conclude(run, args, result, served_checkpoint)
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from common import cli, data, dist
+from common import cli, data, dist, recipe
 from common.errors import UserError
 
 AUTO_BATCH_START = 1024
@@ -85,7 +85,7 @@ def settle(run, args, model, optimizer, scheduler, loss_fn, normalize, train_loa
     dist.print0(run, f"--batch-size auto: {args.batch_size} per device ({how})")
     if args.recipe:  # the lr (and accumulation) follow the global batch found
         lr = args.lr
-        cli.settle_recipe(args, run.world_size)
+        recipe.settle(args, run.world_size)
         scale_lr(optimizer, scheduler, args.lr / lr)
     train_loader = data.rebatched(train_loader, args.batch_size, run)
     # the epoch has another length now

@@ -45,7 +45,7 @@ import time
 
 from common import cases
 from common.errors import UserError
-from common.files import check_writable
+from common.files import check_writable, write_json
 from common.flags import Parser, non_negative_int, positive_int
 from common.precision import PRECISIONS, choices_for
 
@@ -107,7 +107,6 @@ from tabulate import tabulate
 from common import device, optim
 from common.bench_input import decode, loader  # noqa: F401  (comparisons main() finds by name)
 from common.bench_rounds import alternate, row, timed_rate
-from common.report import write_json
 
 
 # 1. harness overhead

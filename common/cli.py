@@ -1,22 +1,19 @@
-"""Command-line flags shared by every training script, and the fix_hp they imply.
+"""Command-line flags shared by every entry script, and the rules that join them.
 
-A script builds its parser with `train_parser(recipe defaults)`, adds its own recipe
-flags, and reports as fix_hp every recipe value the user changed from those defaults.
-Nothing here imports torch: a script parses its flags before it loads torch, so
-`--help` and a mistyped flag answer at once.
+A training script builds its parser with `train_parser(recipe defaults)` and adds its
+own recipe flags with `add_recipe_argument`, into the parser's "recipe" group under the
+short name fix_hp shows (common/recipe.py). The rules (`parser.rules`) check what one
+flag alone cannot, before any work starts. Nothing here imports torch: a script parses
+its flags before it loads torch, so `--help` and a mistyped flag answer at once.
 """
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import re
-import signal
-import sys
-import time
 
-from common import files
+from common import files, recipe
 from common.errors import UserError
 from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
                           positive_float, positive_int)
@@ -26,15 +23,28 @@ from common.precision import choices_for, peak_tflops_arg
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "loop")
 DECODE_MODES = ("auto", "host", "device")  # common/decode.py's
 
-# recipe hyper-parameters and their short names in the fix_hp column
-HP_NAMES = {
-    "batch_size": "bs", "lr": "lr", "momentum": "momentum", "weight_decay": "wd",
-    "epochs": "epochs", "image_size": "img", "grad_accum": "accum",
-    "label_smoothing": "ls", "lr_step_epochs": "lr_step", "lr_gamma": "lr_gamma",
-    "mixup_alpha": "mixup", "cutmix_alpha": "cutmix", "clip_grad": "clip",
-    "warmup_epochs": "warmup_ep", "warmup_lr_steps": "warmup_lr", "lr_decay_steps": "lr_decay",
-    "total_steps": "steps", "ra_reps": "ra_reps",
-}
+
+class RecipeParser(Parser):
+    """A Parser whose recipe flags sit in one argument group, "recipe", each with the
+    short name fix_hp gives it (bs, lr, wd, ...): fix_hp reads them from the group."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recipe_group = self.add_argument_group(
+            "recipe", "the case's settings; a training record's fix_hp lists those changed")
+
+    def add_recipe_argument(self, flag, short, **kwargs):
+        """add_argument into the recipe group; `short` is the flag's name in fix_hp."""
+        if short in self.recipe_names().values():
+            raise ValueError(f"{flag}: the short name {short!r} is another recipe flag's")
+        action = self.recipe_group.add_argument(flag, **kwargs)
+        action.short_name = short
+        return action
+
+    def recipe_names(self):
+        """{dest: short name} of the recipe flags, in the order they were added."""
+        # argparse keeps a group's own actions in _group_actions, and says so nowhere else
+        return {a.dest: a.short_name for a in self.recipe_group._group_actions}
 
 
 def batch_size_arg(text, auto=True):
@@ -59,20 +69,23 @@ def _batch_size_type(auto):
 def _parser(description, *, data_help, batch_size, image_size, image_help, precisions,
             precision_help, auto_batch=False, channels_last=False):
     """The flags every script has: data, batch, precision, device, output."""
-    p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = RecipeParser(description=description,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     p.rules = [check_out]  # cross-flag checks, run by check_flags() before any work
     a = p.add_argument
     data = p.add_mutually_exclusive_group()
     data.add_argument("--data-dir", help=data_help)
     data.add_argument("--synthetic", action="store_true",
                       help="random batches made once on the device: speed only, no acc")
-    a("--batch-size", type=_batch_size_type(auto_batch), default=batch_size,
-      help="per device" + ("; auto: the largest that fits, halving from 1024 on "
-                           "out-of-memory" if auto_batch else ""))
+    p.add_recipe_argument(
+        "--batch-size", "bs", type=_batch_size_type(auto_batch), default=batch_size,
+        help="per device" + ("; auto: the largest that fits, halving from 1024 on "
+                             "out-of-memory" if auto_batch else ""))
     a("--precision", choices=precisions, default="fp32", help=precision_help)
     a("--channels-last", action=argparse.BooleanOptionalAction, default=channels_last,
       help="NHWC activations and weights (the fast layout for convolutions on tensor cores)")
-    a("--image-size", type=positive_int, default=image_size, help=image_help)
+    p.add_recipe_argument("--image-size", "img", type=positive_int, default=image_size,
+                          help=image_help)
     a("--workers", type=non_negative_int, default=default_workers(),
       help="data loader processes per rank (default: the cores per local rank, at most 8)")
     a("--decode", choices=DECODE_MODES, default="auto",
@@ -102,22 +115,25 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
     """The flags every training script has. The recipe's `lr` belongs to its reference
     `global_batch`: with no --lr the run scales it linearly to its own global batch.
     grad_accum=None: accumulate micro-batches up to the reference global batch where the
-    devices do not hold it at once."""
+    devices do not hold it at once. A rule settles the recipe (settle_recipe) before
+    the checks that need it, so main finds args.lr and args.grad_accum as the run
+    trains with them."""
     p = _parser(description, data_help="ImageNet root holding train/ and val/",
                 batch_size=batch_size, image_size=image_size,
                 image_help="training crop; eval crop too",
                 precisions=choices_for("training"),
                 precision_help="fp32 (no TF32), tf32, amp (fp16 autocast + grad scaler), "
                                "bf16 (autocast)", auto_batch=True, channels_last=channels_last)
-    a = p.add_argument
-    a("--lr", type=non_negative_float, default=None,
-      help=f"learning rate (default: the recipe's {lr:g} at global batch {global_batch}, "
-           f"scaled linearly to this run's global batch; 0: the weights stay, speed only)")
-    a("--grad-accum", type=positive_int, default=grad_accum,
-      help="micro-batches per optimizer step (the loss is divided by it)" +
-           (f"; default: as many as reach the global batch {global_batch}"
-            if grad_accum is None else ""))
-    a("--epochs", type=positive_int, default=epochs)
+    recipe_flag, a = p.add_recipe_argument, p.add_argument
+    recipe_flag("--lr", "lr", type=non_negative_float, default=None,
+                help=f"learning rate (default: the recipe's {lr:g} at global batch "
+                     f"{global_batch}, scaled linearly to this run's global batch; 0: the "
+                     f"weights stay, speed only)")
+    recipe_flag("--grad-accum", "accum", type=positive_int, default=grad_accum,
+                help="micro-batches per optimizer step (the loss is divided by it)" +
+                     (f"; default: as many as reach the global batch {global_batch}"
+                      if grad_accum is None else ""))
+    recipe_flag("--epochs", "epochs", type=positive_int, default=epochs)
     a("--max-steps", type=non_negative_int, default=0,
       help="stop after this many optimizer steps (0: no limit)")
     a("--warmup-steps", type=non_negative_int, default=warmup_steps,
@@ -147,7 +163,7 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
                    reference_lr=lr, recipe_grad_accum=grad_accum, recipe=None)
     # what a recipe adds when it has them: published weights to start from, an end in steps
     p.set_defaults(weights=None, total_steps=None)
-    p.rules += [settle_for_checks, check_resume, check_run_length, check_compile,
+    p.rules += [settle_recipe, check_resume, check_run_length, check_compile,
                 check_profile]
     return p
 
@@ -259,10 +275,11 @@ def check_compile_mode(args):
                         f"choose one of {', '.join(compile_modes())}")
 
 
-def settle_for_checks(args):
-    """The recipe settled as the launcher's world size implies, so that the start-up
-    checks see the accumulation the run will use; settled again once the group is up."""
-    settle_recipe(args, world_from_env()[2])
+def settle_recipe(args):
+    """The run's global batch, accumulation and lr (common/recipe.py), settled before
+    the rules after it, so that they check the accumulation the run will use. The
+    launcher's world size is the run's: dist.setup reads the same world_from_env."""
+    recipe.settle(args, world_from_env()[2])
 
 
 def check_run_length(args):
@@ -302,132 +319,3 @@ def check_flags(args, parser):
     """Every cross-flag rule of the parser, before any work starts."""
     for rule in getattr(parser, "rules", ()):
         rule(args)
-
-
-def entry(main, parser, args):
-    """Check the flags already parsed, then run main(args, parser); a UserError ends in
-    one line and exit 2."""
-    try:
-        check_flags(args, parser)
-        return main(args, parser)
-    except UserError as e:
-        if args.debug:
-            raise
-        tell_error(one_line(e))
-        quiet_exit(2)
-    except Exception as e:
-        rank, hangs = os.environ.get("RANK", "?"), waited_in_vain(e)
-        if args.debug or not (hangs or lost_a_peer(e)):
-            raise
-        if hangs:  # a rank hangs, outside the loops (which say more: common/left_behind.py)
-            tell_error(f"rank {rank}: a collective waited {args.dist_timeout:g} s "
-                       f"(--dist-timeout) for a rank that did not come, and timed out; if "
-                       f"a step can take that long, raise --dist-timeout")
-        else:  # the rank that ended first has told why; this one only lost it
-            tell_error(f"rank {rank}: another rank ended (its error is above), so this "
-                       f"one stops too")
-        quiet_exit(1)
-
-
-def tell_error(line):
-    """The one line on stderr and, under torchrun, in the error file it gives each rank
-    (TORCHELASTIC_ERROR_FILE): torchrun's failure summary then shows the line as the
-    rank's traceback, instead of a pointer to its docs."""
-    print(f"error: {line}", file=sys.stderr, flush=True)
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if not path:
-        return
-    # torchelastic's format: {"message": {"message": ..., "extraInfo": {"py_callstack", ...}}}
-    found = {"message": {"message": line, "extraInfo": {
-        "py_callstack": f"error: {line}", "timestamp": str(int(time.time()))}}}
-    try:
-        files.write_atomically(path, lambda f: json.dump(found, f))
-    except OSError:
-        pass  # the line is on stderr; torchrun's summary then points to its docs
-
-
-PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "remote worker crashing")
-
-
-def lost_a_peer(error):
-    """True for a collective that failed because another rank's process ended."""
-    import torch.distributed as torch_dist
-    if not torch_dist.is_available() or not torch_dist.is_initialized():
-        return False
-    return isinstance(error, getattr(torch_dist, "DistNetworkError", ())) or (
-        isinstance(error, RuntimeError) and any(s in str(error) for s in PEER_GONE))
-
-
-def waited_in_vain(error):
-    """True for a collective that timed out waiting for a rank (common/left_behind.py)."""
-    import torch.distributed as torch_dist
-
-    from common.device import Device
-    return (torch_dist.is_available() and torch_dist.is_initialized()
-            and Device.is_collective_timeout(error))
-
-
-def quiet_exit(code):
-    """Exit after an error already told in one line. The loader's workers end with the
-    process; torch's SIGCHLD handler would take that for a worker that died and print a
-    traceback from the interpreter's exit, so it is put back to the default first."""
-    if hasattr(signal, "SIGCHLD"):
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    sys.exit(code)
-
-
-def one_line(error):
-    """The message of a UserError; one raised in a data loader worker comes back with
-    the worker's traceback in front of it, and its last line is the message."""
-    last = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    prefix = f"{type(error).__module__}.{type(error).__name__}: "
-    return last[len(prefix):] if last.startswith(prefix) else last
-
-
-def settle_recipe(args, world_size):
-    """Set args.grad_accum and args.lr to what this run trains with, and args.recipe to
-    how they were derived: the global batch is world size x per-device batch x
-    accumulation; with no --lr the recipe's lr scales linearly from its reference global
-    batch to that one. Called again once --batch-size auto has found its batch."""
-    given = args.recipe["given"] if args.recipe else {
-        "lr": args.lr, "grad_accum": args.grad_accum}
-    batch = args.recipe_batch_size if args.batch_size == "auto" else args.batch_size
-    reference = args.reference_global_batch
-    accum = given["grad_accum"] or max(1, reference // (world_size * batch))
-    global_batch = world_size * batch * accum
-    if given["lr"] is None:
-        lr = args.reference_lr * global_batch / reference
-        lr_from = f"{args.reference_lr:g} x {global_batch} / {reference} (linear scaling)"
-    else:
-        lr, lr_from = given["lr"], "--lr"
-    args.lr, args.grad_accum = lr, accum
-    args.recipe = {
-        "given": given, "reference_global_batch": reference, "reference_lr": args.reference_lr,
-        "global_batch": global_batch, "batch_size": batch, "world_size": world_size,
-        "grad_accum": accum, "lr": lr, "lr_from": lr_from,
-        "grad_accum_from": _grad_accum_from(args, given["grad_accum"])}
-    return args.recipe
-
-
-def _grad_accum_from(args, given):
-    if given is None:
-        return f"to reach the global batch {args.reference_global_batch}"
-    return "the recipe" if given == args.recipe_grad_accum else "--grad-accum"
-
-
-def describe_recipe(recipe):
-    """One line, e.g. 'global batch 1 x 32 x 1 = 32 (recipe: 256 at lr 0.1), lr 0.0125 =
-    0.1 x 32 / 256 (linear scaling)'."""
-    r = recipe
-    return (f"global batch {r['world_size']} x {r['batch_size']} x {r['grad_accum']} = "
-            f"{r['global_batch']} (recipe: {r['reference_global_batch']} at lr "
-            f"{r['reference_lr']:g}), lr {r['lr']:.4g}" +
-            ("" if r["lr_from"] == "--lr" else f" = {r['lr_from']}"))
-
-
-def fix_hp(args, parser):
-    """{short name: value} of the recipe values this run overrides, bs and lr first: the
-    values the user gave, not those derived from the recipe (lr, grad_accum)."""
-    values = {**vars(args), **(args.recipe or {}).get("given", {})}
-    return {short: values[k] for k, short in HP_NAMES.items()
-            if k in values and values[k] != parser.get_default(k)}

@@ -4,6 +4,7 @@ permission) and where."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import tempfile
 
@@ -58,6 +59,12 @@ def write_atomically(path, write, binary=False):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json(obj, path):
+    """Write `obj` as JSON to path atomically (write_atomically); values JSON has no
+    type for (a path, a dtype) as their text."""
+    return write_atomically(path, lambda f: json.dump(obj, f, indent=1, default=str))
 
 
 def check_writable(folder, flag="--out"):

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (auto_batch, checkpoint, cli, data, dist, history, left_behind, monitor,
-                    optim, profile, progress)
+from common import (auto_batch, checkpoint, data, dist, history, left_behind, monitor, optim,
+                    profile, progress, recipe)
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.evaluate import evaluate
@@ -400,10 +400,12 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
 
     sharded=True: the model is already sharded over the ranks (FSDP2 fully_shard), so
     it is not wrapped in DDP and is evaluated in lockstep.
-    grad_accum defaults to args.grad_accum, as cli.settle_recipe set it.
+    grad_accum defaults to args.grad_accum, as recipe.settle set it.
     Uses args.{epochs, max_steps, warmup_steps, eval_every, target_acc,
     print_freq, checkpoint_every, resume, keep_checkpoint, compile, profile}. Returns
-    the figures of docs/METRICS.md's training clocks plus accuracy, and the run's status."""
+    the figures of docs/METRICS.md's training clocks plus accuracy and the run's status,
+    and the checkpoint of a run that ended well (else None), which record.conclude
+    removes only once the record is on disk: never neither."""
     batch_search = None
     if args.batch_size == "auto":
         train_loader, val_loader, batch_search = auto_batch.settle(
@@ -418,13 +420,13 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
                     progress.loader_words(args, train=train_loader, val=val_loader),
                     f"{t.total_steps} steps ({t.steps_per_epoch} per epoch), the first "
                     f"{args.warmup_steps} untimed (warm-up)",
-                    cli.describe_recipe(args.recipe) if args.recipe else None,
+                    recipe.describe(args.recipe) if args.recipe else None,
                     grad_accum=t.grad_accum)
     try:
         stop, epoch = t.epochs()
     except Exception as e:
         if run.distributed and run.device.is_collective_timeout(e):
-            return t.left_behind()
+            return t.left_behind(), None  # the last checkpoint stays for the resume
         error = failed_step(e, run, args)
         if error is None:
             raise
@@ -435,11 +437,8 @@ def train(run, args, model, optimizer, *, train_loader, val_loader, normalize, l
     figures = t.figures()
     figures.update(epochs_run=epoch + 1, stopped=stop.reason, status=status, error=error,
                    batch_size_search=batch_search)
-    if status == "ok":
-        if args.keep_checkpoint:
-            t.save(path=t.ckpt.path[:-3] + "-final.pt")
-        # removed only once the record is on disk (report.conclude): never neither
-        figures["served_checkpoint"] = t.ckpt.remove
-    return figures
+    if status == "ok" and args.keep_checkpoint:
+        t.save(path=t.ckpt.path[:-3] + "-final.pt")
+    return figures, t.ckpt if status == "ok" else None
 
 

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli
+from common import cli, exits
 
 def get_args_parser():
     return cli.infer_parser(__doc__, channels_last=True)
@@ -27,7 +27,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
 
 import torchvision
 
-from common import data, dist, infer_loop, report
+from common import data, dist, infer_loop, record
 from common.weights import load_weights
 
 
@@ -40,8 +40,9 @@ def main(args, parser):
     else:
         dist.print0(run, "no --weights: random weights, the figures are speed only")
     figures = infer_loop.run_inference(run, args, model, loader, normalize)
-    report.conclude(run, args, report.infer_record(run, args, "mobilenetv2", figures, args.weights))
+    result = record.infer_record(run, args, "mobilenetv2", figures, args.weights)
+    return record.conclude(run, args, result)
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)

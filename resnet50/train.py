@@ -16,16 +16,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli, flags
+from common import cli, exits, flags
 
 
 def get_args_parser():
     p = cli.train_parser(__doc__, batch_size=32, global_batch=256, lr=0.1, epochs=100,
                          target_acc=75.5, channels_last=True)
-    p.add_argument("--momentum", type=flags.fraction, default=0.9)
-    p.add_argument("--weight-decay", type=flags.non_negative_float, default=1e-4)
-    p.add_argument("--lr-step-epochs", type=flags.positive_int, default=30)
-    p.add_argument("--lr-gamma", type=flags.positive_float, default=0.1)
+    recipe = p.add_recipe_argument  # flag, its short name in fix_hp, as add_argument
+    recipe("--momentum", "momentum", type=flags.fraction, default=0.9)
+    recipe("--weight-decay", "wd", type=flags.non_negative_float, default=1e-4)
+    recipe("--lr-step-epochs", "lr_step", type=flags.positive_int, default=30)
+    recipe("--lr-gamma", "lr_gamma", type=flags.positive_float, default=0.1)
     return p
 
 
@@ -36,12 +37,11 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
 import torch
 import torchvision
 
-from common import data, dist, optim, report, train_loop
+from common import data, dist, optim, record, train_loop
 
 
 def main(args, parser):
     run = dist.start(args)
-    cli.settle_recipe(args, run.world_size)  # global batch and lr: see cli.train_parser
     train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(args, run)
     model, flops = train_loop.place_model(
         torchvision.models.resnet50(num_classes=num_classes), args, run)
@@ -50,13 +50,14 @@ def main(args, parser):
                            momentum=args.momentum, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_epochs, args.lr_gamma)
 
-    figures = train_loop.train(
+    figures, served_checkpoint = train_loop.train(
         run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
         normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
         scheduler=scheduler, scheduler_per="epoch")
 
-    report.conclude_training(run, args, parser, "resnet50", figures, flops)
+    result = record.train_record(run, args, parser, "resnet50", figures, flops)
+    return record.conclude(run, args, result, served_checkpoint)
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)

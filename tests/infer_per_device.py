@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch
 
-from common import cli, data, dist, infer_loop, report
+from common import cli, data, dist, infer_loop, record
 
 
 class FixedTime(torch.nn.Module):
@@ -35,8 +35,8 @@ run = dist.start(args)
 run.device.peak = lambda precision, given=None: (1e12, "test")  # a cpu has no data-sheet peak
 loader, _, normalize = data.val_inputs(args, run, None)
 figures = infer_loop.run_inference(run, args, FixedTime(), loader, normalize)
-record = report.infer_record(run, args, "fixed", figures, None)
+rec = record.infer_record(run, args, "fixed", figures, None)
 if run.is_main:
     with open(out, "w") as f:
-        json.dump({"world_size": run.world_size, **record["figures"]}, f, default=str)
+        json.dump({"world_size": run.world_size, **rec["figures"]}, f, default=str)
 dist.teardown(run)

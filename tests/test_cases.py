@@ -13,7 +13,7 @@ import sys
 import torch
 from conftest import ROOT, _free_port, load_script
 
-from common import cases, report
+from common import cases, record
 from common.gpu_plan import Plan
 
 CPU = {"label": "CPU", "name": "a CPU", "type": "cpu", "count": 1,
@@ -58,10 +58,10 @@ def test_each_entrys_name_is_the_one_its_scripts_write():
 
 
 def test_a_failed_case_is_recorded_under_its_models_name():
-    rec = report.failed_case_record("vit_train", "error: --x: bad", "1x2")
+    rec = record.failed_case_record("vit_train", "error: --x: bad", "1x2")
     assert (rec["model"], rec["case"], rec["error"], rec["world_size"]) == (
         "vit_b_16", "train", "--x: bad", 2)
-    assert report.failed_case_record("bit_infer", "", "1x1")["model"] == "BiT-M-R152x2"
+    assert record.failed_case_record("bit_infer", "", "1x1")["model"] == "BiT-M-R152x2"
 
 
 def test_the_gpu_check_trains_each_model_at_its_registry_step(tmp_path):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from common import report
+from common import record, report, tables
 from common.precision import PRECISIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,11 +64,11 @@ def test_reference_record_is_complete_and_consistent(path):
         assert rec["figures"]["acc"] == (None if acc is None else
                                          pytest.approx(acc * 100 if acc < 1 else acc))
         assert rec["recipe_complete"] == (rec["figures"]["acc"] is not None)
-        assert report.fmt_fix_hp(rec["fix_hp"]) == cells[2]
+        assert tables.fmt_fix_hp(rec["fix_hp"]) == cells[2]
         assert "engine" not in rec
     else:
         assert [number(c) for c in cells[3:8]] == [rec["figures"][k] for k in INFER_FIGURES[:5]]
-        assert report.fmt_latency(rec["figures"]["latency_s"]) == cells[8]
+        assert tables.fmt_latency(rec["figures"]["latency_s"]) == cells[8]
         # acc as the seed writes it: inference / validation
         assert cells[9] == f"{rec['figures']['acc_infer']:.2f}/{rec['figures']['acc_val']:.2f}"
         assert rec["engine"] == "tensorrt" and rec["weights_source"] == "published"
@@ -97,7 +97,7 @@ def test_every_reference_record_renders(capsys):
     out = capsys.readouterr().out
     for rec in map(load, FILES):
         key = "p_core" if rec["case"] == "train" else "p_infer_core"
-        assert report.fmt_rate(rec["figures"][key]) in out or f"{rec['figures'][key]:.1f}" in out
+        assert tables.fmt_rate(rec["figures"][key]) in out or f"{rec['figures'][key]:.1f}" in out
 
 
 def our_record(**changes):
@@ -116,7 +116,7 @@ def our_record(**changes):
 
 
 def compare_cli(tmp_path, capsys, rec):
-    report.write_record(rec, str(tmp_path))
+    record.write_record(rec, str(tmp_path))
     assert report.main([str(tmp_path), "--compare", REFERENCE]) == 0
     out = capsys.readouterr().out
     return out.split("beside the seeds' rows")[1]
@@ -168,7 +168,7 @@ def test_records_of_a_reference_folder_are_not_compared_with_themselves():
 
 
 def test_a_compare_path_without_references_is_one_line(tmp_path, capsys):
-    report.write_record(our_record(), str(tmp_path))
+    record.write_record(our_record(), str(tmp_path))
     for path in (str(tmp_path / "missing"), str(tmp_path)):
         assert report.main([str(tmp_path), "--compare", path]) == 2
         err = capsys.readouterr().err

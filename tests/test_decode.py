@@ -13,7 +13,7 @@ from PIL import Image
 from test_images import odd_images, picture, with_odd_images
 from test_resnet50 import only_record
 
-from common import compare, data, decode, device, kinds, make_dataset, report, scaling
+from common import compare, data, decode, device, kinds, make_dataset, report, scaling, tables
 from common.dist import Run
 from common.errors import UserError
 
@@ -219,8 +219,8 @@ def test_eval_accuracy_is_the_same_on_both_paths(dataset, resnet_weights, tmp_pa
     assert on_device["decode"]["mode"] == "device"
     assert on_device["decode"]["device_decoder"] == f"{decode.installed()[0]} on cpu"
     assert on_device["decode"]["host_decoder"] == decode.host_decoders()
-    assert "decoded on the device" in report.infer_row(on_device)[0]
-    assert "decoded on the device" not in report.infer_row(auto)[0]
+    assert "decoded on the device" in tables.infer_row(on_device)[0]
+    assert "decoded on the device" not in tables.infer_row(auto)[0]
 
 
 class FakeAccelerator:

@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import ROOT, load_script
 
-from common import bench, cli, make_dataset, report
+from common import bench, cli, make_dataset, report, tables
 from common.deadline import Deadline, Step, exit_status, run_steps
 from common.gpu_plan import Plan, passes_agree
 
@@ -65,7 +65,7 @@ def test_the_cpu_rehearsal_runs_every_step_or_skips_it_at_the_deadline(tmp_path)
              and rows[s.name][2] == "passed"]
     assert len(records) == len(wrote) > 0
     with open(out / "tables.md") as f:
-        assert f.read().startswith(report.tables(records, "en"))
+        assert f.read().startswith(tables.tables(records, "en"))
     stand_ins = "tf32 ran as fp32; amp ran as bf16; fp16 ran as bf16"
     assert stand_ins in (out / "timings.txt").read_text()
     print(f"rehearsal: {took:.0f} s, exit {proc.returncode}")

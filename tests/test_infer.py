@@ -13,7 +13,7 @@ from test_report import cells
 from test_resnet50 import only_record
 
 from bit.model import bit, save_npz
-from common import data, dist, infer_loop, report
+from common import data, dist, infer_loop, tables
 from common.precision import PRECISIONS
 from vit.model import vit_tiny
 
@@ -164,7 +164,7 @@ def seed_infer_record(precision, e2e, val_whole, val_core, inf_whole, inf_core, 
 def test_seed_001_table_from_records():
     records = [seed_infer_record("fp16", 585.8, 1353.3, 4390.9, 1384.5, 11710.0, 76.17, 76.21, 19.88),
                seed_infer_record("fp32", 474.4, 1487.3, 2653.2, 1560.3, 6091.6, 76.20, 76.19, 28.86)]
-    lines = report.infer_table(records, lang="zh").splitlines()
+    lines = tables.infer_table(records, lang="zh").splitlines()
     assert cells(lines[0])[0] == ["配置", "precision", "bs", "e2e_time", "p_val_whole",
                                   "p_val_core", "p_infer_whole", "p_infer_core", "latency",
                                   "acc(验证/推理)", "mem"]
@@ -174,10 +174,10 @@ def test_seed_001_table_from_records():
 def test_an_engine_slower_than_eager_says_so_in_its_row():
     rec = seed_infer_record("fp32", 474.4, 1487.3, 2653.2, 1560.3, 2000.0, 76.20, 76.19, 28.86)
     rec["figures"]["engine_slower"] = "engine slower than eager: 2000.0 against 2653.2 img/s"
-    row = report.infer_row(rec)
+    row = tables.infer_row(rec)
     assert row[7] == "2000.0 (slower than eager 2653.2)"
     del rec["figures"]["engine_slower"]
-    assert report.infer_row(rec)[7] == "2000.0"
+    assert tables.infer_row(rec)[7] == "2000.0"
 
 
 def test_latency_tflops_and_mfu_are_per_device(tmp_path):

@@ -1,5 +1,5 @@
-"""How the code is laid out: imports run one way (entry script -> loop -> clocks,
-checkpoint, monitor -> dist -> device), a model folder needs only itself and common/,
+"""How the code is laid out: imports run one way (entry script -> loop, record -> clocks,
+checkpoint, monitor -> dist, exits -> device -> flags, recipe, tables), a model folder needs only itself and common/,
 no function of common/ is too long to hold in one's head, and flags are read as args.x."""
 import ast
 import glob
@@ -13,12 +13,15 @@ from common import cases
 PACKAGES = ("common", *cases.folders())
 # each layer imports only from the layers after it, never from one before
 LAYERS = [(*(script[:-3].replace("/", ".") for script in cases.scripts()),
-           "common.report", "common.bench", "common.make_dataset", "common.gpu_checks"),
-          ("common.train_loop", "common.infer_loop"),
+           "common.report", "common.bench", "common.gpu_checks"),
+          ("common.train_loop", "common.infer_loop", "common.record"),
           ("common.clocks", "common.checkpoint", "common.monitor", "common.evaluate"),
-          ("common.dist",),
+          ("common.dist", "common.exits"),
           ("common.device",),
-          ("common.kinds", "common.cases")]
+          # no torch: the shim's data, the registry, the flags, the recipe's arithmetic, the
+          # tables, the generated dataset (a record says whether it trained on one)
+          ("common.kinds", "common.cases", "common.cli", "common.recipe", "common.tables",
+           "common.make_dataset")]
 LONGEST_FUNCTION = 60  # lines
 
 

@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, _free_port
 from test_reliability import rank_pids
 
-from common import checkpoint, cli, device, dist, kinds, left_behind
+from common import checkpoint, device, dist, exits, kinds, left_behind
 from common.dist import Run
 
 TIMEOUT = 10  # --dist-timeout of these runs: a stopped rank ends them in seconds
@@ -205,7 +205,7 @@ def test_a_timeout_outside_the_loops_is_one_line_too(monkeypatch, capsys):
         raise RuntimeError("Timed out waiting 600000ms for send operation to complete")
     args = types.SimpleNamespace(debug=False, dist_timeout=600.0)
     with pytest.raises(SystemExit) as ended:
-        cli.entry(main, types.SimpleNamespace(rules=[]), args)
+        exits.entry(main, types.SimpleNamespace(rules=[]), args)
     assert ended.value.code == 1
     assert capsys.readouterr().err == (
         "error: rank 3: a collective waited 600 s (--dist-timeout) for a rank that did not "

@@ -209,7 +209,7 @@ def test_train_loop_puts_the_summary_in_its_figures():
     batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (4,)))
                for _ in range(6)]
     args = loop_args("runs", print_freq=100, monitor_interval=0.02)
-    figures = train_loop.train(
+    figures, _ = train_loop.train(
         cpu_run(), args, model, torch.optim.SGD(model.parameters(), lr=0.01),
         train_loader=batches, val_loader=None, normalize=lambda x: x.float() / 255,
         loss_fn=torch.nn.CrossEntropyLoss())

@@ -18,7 +18,7 @@ from conftest import ROOT, _free_port, load_script, run_script
 from test_resnet50 import only_record
 from test_resume import descendants
 
-from common import cases, checkpoint, cli, files, report
+from common import cases, checkpoint, exits, files, record
 from common.errors import UserError
 
 TINY = ["--synthetic", "--image-size", 32, "--batch-size", 2, "--num-classes", 10,
@@ -31,7 +31,7 @@ def train_in_process(tmp_path, *extra):
     argv = [str(a) for a in [*TINY, "--max-steps", 3, "--out", tmp_path, *extra]]
     parser = script.get_args_parser()
     with pytest.raises(SystemExit) as e:
-        cli.entry(script.main, parser, parser.parse_args(argv))
+        exits.entry(script.main, parser, parser.parse_args(argv))
         raise SystemExit(0)
     return e.value.code
 
@@ -50,7 +50,7 @@ def failing_json_writes(monkeypatch, where, code=errno.ENOSPC):
 def test_a_record_out_cannot_take_goes_to_a_fallback_named_on_stderr(tmp_path, monkeypatch,
                                                                       capsys):
     fallback = tmp_path / "fallback"
-    monkeypatch.setattr(report, "FALLBACK_DIRS", (str(tmp_path / "ro"), str(fallback)))
+    monkeypatch.setattr(record, "FALLBACK_DIRS", (str(tmp_path / "ro"), str(fallback)))
     failing_json_writes(monkeypatch, [tmp_path / "out", tmp_path / "ro"])
     assert train_in_process(tmp_path / "out", "--keep-checkpoint") == 1
     out, err = capsys.readouterr()
@@ -65,7 +65,7 @@ def test_a_record_out_cannot_take_goes_to_a_fallback_named_on_stderr(tmp_path, m
 
 def test_a_record_no_folder_takes_is_printed_and_the_checkpoint_kept(tmp_path, monkeypatch,
                                                                      capsys):
-    monkeypatch.setattr(report, "FALLBACK_DIRS", (str(tmp_path / "ro"),))
+    monkeypatch.setattr(record, "FALLBACK_DIRS", (str(tmp_path / "ro"),))
     failing_json_writes(monkeypatch, [tmp_path], errno.EROFS)
     assert train_in_process(tmp_path / "out", "--checkpoint-every", "1steps") == 1
     out, err = capsys.readouterr()
@@ -123,11 +123,11 @@ def test_a_full_disk_mid_run_is_one_line_naming_the_checkpoint(tmp_path, monkeyp
 def test_records_and_checkpoints_get_the_mode_of_any_new_file(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
-        record = files.write_atomically(str(tmp_path / "r.json"), lambda f: f.write("{}"))
+        written = files.write_atomically(str(tmp_path / "r.json"), lambda f: f.write("{}"))
         ckpt = checkpoint.write_atomically({"a": 1}, str(tmp_path / "c.pt")) or tmp_path / "c.pt"
     finally:
         os.umask(old)
-    assert os.stat(record).st_mode & 0o777 == mode
+    assert os.stat(written).st_mode & 0o777 == mode
     assert os.stat(ckpt).st_mode & 0o777 == mode
 
 
@@ -137,14 +137,14 @@ def test_suite_version_hashes_the_suites_own_sources(tmp_path, monkeypatch):
         shutil.copytree(os.path.join(ROOT, folder), copy / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(os.path.join(ROOT, "run_all.sh"), copy)
-    here = report.suite_version()
-    monkeypatch.setattr(report, "ROOT", str(copy))
-    assert report.suite_version() == here and len(here) == 12
+    here = record.suite_version()
+    monkeypatch.setattr(record, "ROOT", str(copy))
+    assert record.suite_version() == here and len(here) == 12
     (copy / "tests" / "test_x.py").write_text("# tests are not the suite\n")
-    assert report.suite_version() == here
+    assert record.suite_version() == here
     with open(copy / "vit" / "model.py", "a") as f:
         f.write("\n")
-    assert report.suite_version() != here
+    assert record.suite_version() != here
 
 
 def test_the_fingerprint_does_not_change_with_the_spelling_of_a_path(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import subprocess
 from conftest import ROOT
 from test_report import SEED_000_RECORDS
 
-from common import bench, report
+from common import bench, record, report
 
 ODD = "runs[1] *?"  # a class, a star and a question mark: each matches other names
 
@@ -18,7 +18,7 @@ def test_the_report_reads_a_folder_named_like_a_pattern(tmp_path, capsys):
     folder.mkdir()
     (tmp_path / "runs1").mkdir()  # what the pattern runs[1] would match instead
     rec = SEED_000_RECORDS[0]
-    report.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"}, str(folder))
+    record.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"}, str(folder))
     assert [r["_path"] for r in report.load_records([str(folder)])] == \
         [str(folder / os.listdir(folder)[0])]
     assert report.main([str(folder)]) == 0 and "A100 1 node x 8 (1x8)" in capsys.readouterr().out
@@ -28,7 +28,7 @@ def test_run_all_counts_the_records_of_an_out_named_like_a_pattern(tmp_path):
     out = tmp_path / ODD
     out.mkdir()
     rec = SEED_000_RECORDS[0]
-    report.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"}, str(out))
+    record.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"}, str(out))
     env = {**os.environ, "OUT": str(out), "NPROC": "1", "CASES": "no_such_case"}
     proc = subprocess.run(["bash", "run_all.sh"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)

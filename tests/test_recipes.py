@@ -6,11 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from bit import train as bit_train
 from bit.model import bit
-from common import cases, cli
+from common import cases, recipe
 from common.flops import flops_per_image
-from common.auto_batch import scale_lr
 from vit.model import MODELS
 
 SCRIPTS = {folder: importlib.import_module(f"{folder}.train") for folder in cases.folders()}
@@ -19,8 +17,8 @@ SCRIPTS = {folder: importlib.import_module(f"{folder}.train") for folder in case
 def settled(script, world_size, *argv):
     parser = SCRIPTS[script].get_args_parser()
     args = parser.parse_args(["--synthetic", *argv])
-    cli.settle_recipe(args, world_size)
-    return args, cli.fix_hp(args, parser)
+    recipe.settle(args, world_size)
+    return args, recipe.fix_hp(args, parser)
 
 
 # (script, world size, flags) -> (per-device batch, accumulation, global batch, lr)
@@ -68,40 +66,34 @@ def test_an_lr_the_user_gives_is_the_lr_that_runs():
     assert fix_hp == {"accum": 1}
 
 
-def test_settling_again_after_an_auto_batch_uses_what_the_user_gave():
-    args, _ = settled("vit", 8, "--batch-size", "auto")
-    assert (args.grad_accum, args.lr) == (2, 0.003)  # the recipe's batch while searching
-    args.batch_size = 64
-    cli.settle_recipe(args, 8)
-    assert (args.grad_accum, args.recipe["global_batch"], args.lr) == (8, 4096, 0.003)
+SHARED = {"bs", "img", "lr", "accum", "epochs"}  # cli.train_parser's recipe flags
 
 
-def test_scaling_the_lr_later_is_the_schedule_built_at_that_lr():
-    """--batch-size auto scales the lr once the optimizer and schedule exist."""
-    def vit_schedule(lr):
-        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
-        sched = torch.optim.lr_scheduler.SequentialLR(opt, [
-            torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.033, total_iters=3),
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)], milestones=[3])
-        return opt, sched
+@pytest.mark.parametrize("script, own", [
+    ("resnet50", {"momentum", "wd", "lr_step", "lr_gamma"}),
+    ("mobilenetv2", {"momentum", "wd", "lr_step", "lr_gamma"}),
+    ("vit", {"wd", "ls", "mixup", "cutmix", "randaug", "ra_reps", "warmup_ep", "warmup_factor",
+             "clip"}),
+    ("bit", {"momentum", "mixup", "warmup_lr", "lr_decay", "steps"}),
+])
+def test_fix_hp_names_every_flag_of_the_recipe_group_bs_and_lr_first(script, own):
+    parser = SCRIPTS[script].get_args_parser()
+    args = parser.parse_args(["--synthetic"])
+    for dest in parser.recipe_names():
+        setattr(args, dest, "changed")
+    fix_hp = recipe.fix_hp(args, parser)
+    assert set(fix_hp) == SHARED | own and list(fix_hp)[:2] == ["bs", "lr"]
+    assert set(fix_hp.values()) == {"changed"}
 
-    def lrs(opt, sched):
-        out = []
-        for _ in range(8):
-            opt.step()
-            sched.step()
-            out.append(opt.param_groups[0]["lr"])
-        return out
 
-    scaled = vit_schedule(0.003)
-    scale_lr(*scaled, 0.25)
-    assert lrs(*scaled) == pytest.approx(lrs(*vit_schedule(0.00075)))
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.003)
-    sched = bit_train.hyperrule_schedule(opt, warmup_steps=2, decay_steps=(4,))
-    scale_lr(opt, sched, 2)
-    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.006)
-    assert lrs(opt, sched) == pytest.approx(
-        lrs(opt2, bit_train.hyperrule_schedule(opt2, warmup_steps=2, decay_steps=(4,))))
+def test_a_recipe_flag_a_script_adds_is_in_fix_hp_with_no_list_to_edit():
+    parser = SCRIPTS["resnet50"].get_args_parser()
+    parser.add_recipe_argument("--dropout", "drop", type=float, default=0.0)
+    args = parser.parse_args(["--synthetic", "--dropout", "0.1", "--momentum", "0.8"])
+    recipe.settle(args, 1)
+    assert recipe.fix_hp(args, parser) == {"momentum": 0.8, "drop": 0.1}
+    with pytest.raises(ValueError, match="'wd' is another recipe flag's"):
+        parser.add_recipe_argument("--wd", "wd", type=float, default=0.0)
 
 
 # published multiply-adds per 224 px image: torchvision's model documentation for the

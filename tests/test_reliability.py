@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT, _free_port, loop_args, run_script
 from test_resnet50 import only_record
 
-from common import auto_batch, device, make_dataset, profile, train_loop
+from common import device, make_dataset, profile, train_loop
 from common.dist import Run
 from common.errors import UserError
 from common.progress import step_line
@@ -29,10 +29,11 @@ def tiny_training(tmp_path, loss_fn, model=None, steps=10, **flags):
     model = model or torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
     batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (4,)))
                for _ in range(steps)]
-    return train_loop.train(
+    figures, _ = train_loop.train(
         cpu_run(), loop_args(tmp_path, print_freq=4, **flags), model,
         torch.optim.SGD(model.parameters(), lr=0.01), train_loader=batches, val_loader=None,
         normalize=lambda x: x.float() / 255, loss_fn=loss_fn)
+    return figures
 
 
 def test_the_profiler_covers_the_warm_up_steps_after_the_first(tmp_path, monkeypatch):
@@ -186,61 +187,6 @@ def test_debug_shows_the_traceback_of_a_user_error(tmp_path):
     assert "DataError: --data-dir" in debug.stderr and "no such directory" in debug.stderr
 
 
-def test_auto_batch_size_halves_on_oom_and_puts_everything_back(monkeypatch):
-    """On an accelerator, --batch-size auto tries 1024, 512, ... until a step fits, then
-    restores the weights, the optimizer state and the random states it disturbed: the
-    host's and the device's (here a generator of its own, read through the shim)."""
-    import types
-    model = torch.nn.Linear(4, 2)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    tried = []
-
-    def fake_step(run, args, model, optimizer, loss_fn, normalize, batch_size):
-        tried.append(batch_size)
-        model.weight.data.add_(1.0)  # what a real attempt's optimizer step does
-        optimizer.state[model.weight]["momentum_buffer"] = torch.ones(2, 4)
-        torch.rand(3)
-        torch.rand(3, generator=device_rng)  # dropout or mixup on the device
-        return batch_size <= 200  # fits up to 200 images
-    monkeypatch.setattr(auto_batch, "_trains", fake_step)
-    device_rng = torch.Generator().manual_seed(7)
-    device_rng_before = device_rng.get_state()
-    accelerator = types.SimpleNamespace(type="cuda", label="X", total_memory=lambda: 2 ** 30,
-                                        reports_out_of_memory=True,
-                                        rng_state=device_rng.get_state,
-                                        set_rng_state=device_rng.set_state)
-    run = Run(rank=0, local_rank=0, world_size=1, local_world_size=1, device=accelerator)
-    found, search = auto_batch.find_batch_size(run, None, model, optimizer, None, None,
-                                               images=700)
-    assert found == 175  # 700 -> 350 -> 175: the first that fits
-    assert tried == [700, 350, 175] and search == {"searched": True, "tried": [700, 350, 175]}
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert not optimizer.state and torch.equal(torch.get_rng_state(), rng)
-    assert torch.equal(device_rng.get_state(), device_rng_before)
-
-
-def test_auto_batch_size_on_a_cpu_keeps_the_recipe_batch(tmp_path):
-    proc = run_script(["resnet50/train.py", "--synthetic", "--batch-size", "auto",
-                       "--image-size", 32, "--num-classes", 10, "--max-steps", 2,
-                       "--warmup-steps", 1, "--synthetic-steps", 2, "--out", tmp_path])
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rec = only_record(tmp_path)
-    assert rec["batch_size"] == 32 and rec["fix_hp"]["img"] == 32
-    assert rec["figures"]["batch_size_search"]["searched"] is False
-    assert "a cpu does not report out-of-memory" in proc.stdout
-
-
-@pytest.mark.parametrize("script, value, message", [
-    ("resnet50/train.py", "0", "'0': give a positive number of images per device, or auto"),
-    ("resnet50/infer.py", "auto", "'auto': give a positive number of images per device"),
-])
-def test_bad_batch_size_is_one_line(script, value, message):
-    proc = run_script([script, "--synthetic", "--batch-size", value])
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-
-
 def test_compile_keeps_compilation_out_of_the_timed_region(tmp_path):
     proc = run_script(["vit/train.py", "--model", "vit_tiny", "--synthetic", "--compile",
                        "--grad-accum", 1, "--image-size", 32, "--batch-size", 4, "--num-classes", 10,
@@ -313,7 +259,7 @@ def test_a_run_cut_short_inside_an_epoch_keeps_its_place(tmp_path, max_steps, ep
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5)
     args = loop_args(tmp_path, epochs=3, max_steps=max_steps, keep_checkpoint=True)
-    f = train_loop.train(cpu_run(), args, model, optimizer, train_loader=batches,
+    f, _ = train_loop.train(cpu_run(), args, model, optimizer, train_loader=batches,
                          val_loader=None, normalize=lambda x: x.float() / 255,
                          loss_fn=torch.nn.CrossEntropyLoss(), scheduler=scheduler)
     assert f["stopped"] == "max_steps" and f["steps"] == max_steps

@@ -3,11 +3,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT
 
-from common import report
+from common import record, report, tables
 
 # seed 000 (ResNet50 training, A100), as its table prints them, every empty cell as "/"
 SEED_000_ROWS = """
@@ -40,7 +41,7 @@ SEED_000_RECORDS = [
 
 
 def test_seed_000_table_from_records():
-    table = report.train_table(SEED_000_RECORDS, lang="zh")
+    table = tables.train_table(SEED_000_RECORDS, lang="zh")
     lines = table.splitlines()
     assert cells(lines[0])[0] == ["配置", "precision", "fix_hp", "e2e_time", "p_whole", "p_train",
                                "p_core", "acc", "mem"]
@@ -48,27 +49,27 @@ def test_seed_000_table_from_records():
 
 
 def test_config_labels():
-    assert report.config_label("A100", 1, 8, "zh") == "A100单机8卡（1x8）"
-    assert report.config_label("A100", 1, 1, "zh") == "A100单机单卡（1x1）"
-    assert report.config_label("A100", 2, 8, "zh") == "A100两机8卡（2x8）"
-    assert report.config_label("H100", 2, 8) == "H100 2 nodes x 8 (2x8)"
+    assert tables.config_label("A100", 1, 8, "zh") == "A100单机8卡（1x8）"
+    assert tables.config_label("A100", 1, 1, "zh") == "A100单机单卡（1x1）"
+    assert tables.config_label("A100", 2, 8, "zh") == "A100两机8卡（2x8）"
+    assert tables.config_label("H100", 2, 8) == "H100 2 nodes x 8 (2x8)"
 
 
 def test_small_rates_keep_a_decimal():
-    assert report.fmt_rate(23.14) == "23.1"
-    assert report.fmt_rate(782.4) == "782"
-    assert report.fmt_rate(None) == ""
+    assert tables.fmt_rate(23.14) == "23.1"
+    assert tables.fmt_rate(782.4) == "782"
+    assert tables.fmt_rate(None) == ""
 
 
 def test_failed_run_is_marked_in_its_row():
     rec = dict(SEED_000_RECORDS[0], status="failed", error="loss is nan at step 7")
-    assert report.train_row(rec)[0].endswith("[failed: loss is nan at step 7]")
+    assert tables.train_row(rec)[0].endswith("[failed: loss is nan at step 7]")
 
 
 def test_write_record_is_atomic_and_never_overwrites(tmp_path):
     rec = {**SEED_000_RECORDS[0], "config": "1x8", "device": {"label": "A100"}}
-    first = report.write_record(rec, str(tmp_path))
-    second = report.write_record(rec, str(tmp_path))
+    first = record.write_record(rec, str(tmp_path))
+    second = record.write_record(rec, str(tmp_path))
     assert first != second  # same second, same process: still two files
     assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(first), os.path.basename(second)])
     assert json.load(open(first))["figures"]["p_core"] == 4659
@@ -76,7 +77,7 @@ def test_write_record_is_atomic_and_never_overwrites(tmp_path):
 
 def test_report_cli_renders_a_directory(tmp_path, capsys):
     for rec in SEED_000_RECORDS:
-        report.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"},
+        record.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"},
                             str(tmp_path))
     (tmp_path / "notes.json").write_text('{"not": "a record"}')
     assert report.main([str(tmp_path), "--lang", "zh"]) == 0
@@ -89,7 +90,7 @@ def test_report_skips_what_is_no_record_naming_it_and_renders_the_rest(tmp_path)
     record the tables cannot show are each one warning; an older record (keys missing)
     still renders, its missing figures empty; the good records render."""
     for rec in SEED_000_RECORDS[:2]:
-        report.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"},
+        record.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"},
                             str(tmp_path))
     (tmp_path / "broken.json").write_text("{")
     (tmp_path / "package.json").write_text('{"name": "left-pad", "version": "1.3.0"}')
@@ -122,6 +123,25 @@ def test_report_of_a_missing_path_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"report.py: error: {tmp_path}/nowhere: no such file or directory; give record files "
         f"or the --out directories of runs; see --help"]
+
+
+# `python -m common.report` where torch cannot be imported: an import of it raises
+WITHOUT_TORCH = ("import runpy, sys; sys.modules['torch'] = sys.modules['torchvision'] = None; "
+                 "runpy.run_module('common.report', run_name='__main__')")
+
+
+@pytest.mark.parametrize("flags", [[], ["--lang", "zh", "--compare", "results/reference"]])
+def test_records_render_without_torch_in_well_under_a_second(flags):
+    argv = ["results/reference", *flags]
+    with_torch = subprocess.run([sys.executable, "-m", "common.report", *argv], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    start = time.perf_counter()
+    without = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *argv], cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+    took = time.perf_counter() - start
+    assert without.returncode == 0 and without.stderr == "", without.stderr
+    assert without.stdout == with_torch.stdout and "| A100" in without.stdout
+    assert took < 1, f"python -m common.report {' '.join(argv)} took {took:.2f} s"
 
 
 def test_report_command_adds_scaling_and_monitor_tables(tmp_path, capsys):
@@ -163,7 +183,7 @@ def marked_rows(**fields):
             "device": {"label": "A100"}, "nodes": 1, "procs_per_node": 8, "fix_hp": {},
             "data_source": "real", "recipe_complete": True,
             "figures": {"p_core": 4659.0, "acc": 75.0}}
-    return cells(report.train_table([{**base, **fields}]).splitlines()[2])[0]
+    return cells(tables.train_table([{**base, **fields}]).splitlines()[2])[0]
 
 
 def test_rows_say_what_they_are():
@@ -182,7 +202,7 @@ def test_rows_say_what_they_are():
              "batch_size": 256, "device": {"label": "A100", "vendor": "NVIDIA"}, "nodes": 1,
              "procs_per_node": 1, "data_source": "real", "weights_source": "random",
              "figures": {"p_infer_core": 11710.0, "acc_val": None, "acc_infer": None}}
-    row = cells(report.infer_table([infer]).splitlines()[2])[0]
+    row = cells(tables.infer_table([infer]).splitlines()[2])[0]
     assert row[0] == "NVIDIA A100 [random weights]" and row[-2] == "/"
 
 
@@ -209,7 +229,7 @@ def infer_record(precision, b1=None, acc_infer=76.2):
 
 
 def sections(text):
-    """{title: (header cells, row cells)} of report.tables' output."""
+    """{title: (header cells, row cells)} of tables.tables' output."""
     parts = text.split("\n\n")
     return {title: (cells(table.splitlines()[0])[0], cells("\n".join(table.splitlines()[2:])))
             for title, table in zip(parts[::2], parts[1::2])}
@@ -224,11 +244,11 @@ def test_tables_follow_the_seeds_layout(lang):
     other = dict(seed_record(1, 4, {}, None, 100.0, 110.0, 120.0, None, None), model="mobilenetv2")
     fp32 = infer_record("fp32", acc_infer=None)
     fp16 = infer_record("fp16", b1={"p50": 1.25, "p90": 1.5, "p99": 2.0})
-    found = sections(report.tables([*resnet, other, fp32, fp16], lang))
+    found = sections(tables.tables([*resnet, other, fp32, fp16], lang))
     train, infer = ("训练：", "推理：") if lang == "zh" else ("Training: ", "Inference: ")
     latency = "推理：引擎单样本延迟与构建时间" if lang == "zh" else \
         "Inference: batch-1 latency of the engine and its build"
-    scaling = report.title("scaling", lang)
+    scaling = tables.title("scaling", lang)
     assert list(found) == [train + "resnet50", train + "mobilenetv2", infer + "resnet50",
                            latency, scaling]
     header, rows = found[train + "resnet50"]
@@ -263,5 +283,5 @@ def test_chinese_cells_line_up_in_a_terminal():
     """With wcwidth, a Chinese character counts two columns: every line of the table
     has the same display width."""
     wcwidth = pytest.importorskip("wcwidth")
-    lines = report.train_table(SEED_000_RECORDS, lang="zh").splitlines()
+    lines = tables.train_table(SEED_000_RECORDS, lang="zh").splitlines()
     assert len({wcwidth.wcswidth(line) for line in lines}) == 1

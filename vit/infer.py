@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli
+from common import cli, exits
 from vit.sizes import SIZES, check_image_size
 
 def get_args_parser():
@@ -27,7 +27,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
     parser = get_args_parser()
     args = parser.parse_args()
 
-from common import data, dist, infer_loop, report
+from common import data, dist, infer_loop, record
 from common.weights import load_weights
 from vit.model import MODELS
 
@@ -41,8 +41,9 @@ def main(args, parser):
     else:
         dist.print0(run, "no --weights: random weights, the figures are speed only")
     figures = infer_loop.run_inference(run, args, model, loader, normalize)
-    report.conclude(run, args, report.infer_record(run, args, args.model, figures, args.weights))
+    result = record.infer_record(run, args, args.model, figures, args.weights)
+    return record.conclude(run, args, result)
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli, flags
+from common import cli, exits, flags
 from vit.sizes import SIZES, check_image_size
 
 
@@ -25,17 +25,19 @@ def get_args_parser():
     p = cli.train_parser(__doc__, batch_size=256, global_batch=4096, lr=0.003, epochs=300,
                          target_acc=79.982, grad_accum=None)
     p.add_argument("--model", choices=sorted(SIZES), default="vit_b_16")
-    p.add_argument("--weight-decay", type=flags.non_negative_float, default=0.3)
-    p.add_argument("--label-smoothing", type=flags.fraction, default=0.11)
-    p.add_argument("--mixup-alpha", type=flags.non_negative_float, default=0.2)
-    p.add_argument("--cutmix-alpha", type=flags.non_negative_float, default=1.0)
-    p.add_argument("--randaugment-magnitude", type=flags.number(int, low=0, high=30), default=9)
-    p.add_argument("--ra-reps", type=flags.positive_int, default=3,
-                   help="repeated augmentation: copies of each image an epoch (1: off)")
-    p.add_argument("--warmup-epochs", type=flags.non_negative_int, default=30)
-    p.add_argument("--warmup-factor", type=flags.number(float, low=0, high=1, low_open=True),
-                   default=0.033)
-    p.add_argument("--clip-grad", type=flags.non_negative_float, default=1.0, help="0: off")
+    recipe = p.add_recipe_argument  # flag, its short name in fix_hp, as add_argument
+    recipe("--weight-decay", "wd", type=flags.non_negative_float, default=0.3)
+    recipe("--label-smoothing", "ls", type=flags.fraction, default=0.11)
+    recipe("--mixup-alpha", "mixup", type=flags.non_negative_float, default=0.2)
+    recipe("--cutmix-alpha", "cutmix", type=flags.non_negative_float, default=1.0)
+    recipe("--randaugment-magnitude", "randaug", type=flags.number(int, low=0, high=30),
+           default=9)
+    recipe("--ra-reps", "ra_reps", type=flags.positive_int, default=3,
+           help="repeated augmentation: copies of each image an epoch (1: off)")
+    recipe("--warmup-epochs", "warmup_ep", type=flags.non_negative_int, default=30)
+    recipe("--warmup-factor", "warmup_factor",
+           type=flags.number(float, low=0, high=1, low_open=True), default=0.033)
+    recipe("--clip-grad", "clip", type=flags.non_negative_float, default=1.0, help="0: off")
     p.rules.append(check_image_size)
     return p
 
@@ -47,7 +49,7 @@ if __name__ == "__main__":  # flags first: --help and a mistyped flag answer bef
 import torch
 from torchvision.transforms import v2
 
-from common import data, dist, optim, report, train_loop
+from common import data, dist, optim, record, train_loop
 from vit.model import MODELS
 
 
@@ -63,7 +65,6 @@ def mix_batches(args, num_classes):
 
 def main(args, parser):
     run = dist.start(args)
-    cli.settle_recipe(args, run.world_size)  # global batch and lr: see cli.train_parser
     train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(
         args, run, randaugment_magnitude=args.randaugment_magnitude, repeats=args.ra_reps)
     model, flops = train_loop.place_model(
@@ -79,15 +80,16 @@ def main(args, parser):
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs - warmup),
     ], milestones=[warmup])
 
-    figures = train_loop.train(
+    figures, served_checkpoint = train_loop.train(
         run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
         normalize=normalize,
         loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=args.label_smoothing),
         scheduler=scheduler, scheduler_per="epoch",
         batch_transform=mix_batches(args, num_classes), clip_grad=args.clip_grad)
 
-    report.conclude_training(run, args, parser, args.model, figures, flops)
+    result = record.train_record(run, args, parser, args.model, figures, flops)
+    return record.conclude(run, args, result, served_checkpoint)
 
 
 if __name__ == "__main__":
-    cli.entry(main, parser, args)
+    exits.entry(main, parser, args)
