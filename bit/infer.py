@@ -16,7 +16,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 from bit.sizes import KNOWN_MODELS
-from common import cli, exits
+from common import cli, exits, scripts
+from common.errors import UserError
 
 def get_args_parser():
     p = cli.infer_parser(__doc__, image_size=480)
@@ -24,33 +25,21 @@ def get_args_parser():
     return p
 
 
-if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
-    parser = get_args_parser()
-    args = parser.parse_args()
-
-from bit import model as bit_model
-from bit.weights import BIT_MEAN, BIT_STD, hyperrule_transforms, load_weights
-from common import data, dist, infer_loop, record
-from common.errors import UserError
-
-
 def main(args, parser):
-    run = dist.start(args)
+    from bit import model as bit_model  # torch: after the flags
+    from bit.weights import BIT_MEAN, BIT_STD, hyperrule_transforms, load_weights
+
+    def load(model, path, run):
+        if not load_weights(model, path, args.model):
+            raise UserError(f"--weights {path}: its head is not for {model.head.conv.out_channels} "
+                            f"classes; use the ILSVRC2012 fine-tuned file")
     _, eval_tf = hyperrule_transforms(args.image_size)
-    loader, num_classes, normalize = data.val_inputs(args, run, eval_tf, BIT_MEAN, BIT_STD)
-    model = bit_model.bit(args.model, num_classes=num_classes)
-    if args.weights:
-        if not load_weights(model, args.weights, args.model):
-            raise UserError(f"--weights {args.weights}: its head is not for "
-                            f"{num_classes} classes; use the ILSVRC2012 fine-tuned file")
-    else:
-        dist.print0(run, "no --weights: random weights, the figures are speed only")
-    # the weights are fixed from here: standardise them once, in float32, not every call
-    bit_model.fold_weight_standardization(model)
-    figures = infer_loop.run_inference(run, args, model, loader, normalize)
-    result = record.infer_record(run, args, args.model, figures, args.weights)
-    return record.conclude(run, args, result)
+    # the weights are fixed from then: standardised once, in float32, not every call
+    return scripts.serve(args, args.model, lambda classes: bit_model.bit(
+        args.model, num_classes=classes), load=load,
+        fixed=bit_model.fold_weight_standardization, transform=eval_tf, mean=BIT_MEAN,
+        std=BIT_STD)
 
 
-if __name__ == "__main__":
-    exits.entry(main, parser, args)
+if __name__ == "__main__":  # the flags are read before torch loads: --help answers at once
+    exits.script(get_args_parser, main)

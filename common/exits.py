@@ -16,6 +16,13 @@ from common.cli import check_flags
 from common.errors import UserError
 
 
+def script(get_args_parser, main):
+    """A script's end, for one whose torch imports are inside main: read its command line
+    (before anything heavy has loaded), then entry()."""
+    parser = get_args_parser()
+    entry(main, parser, parser.parse_args())
+
+
 def entry(main, parser, args):
     """Check the flags already parsed, then run main(args, parser) and exit with the code
     it returns (0, or None: the script ends as usual); a UserError ends in one line and

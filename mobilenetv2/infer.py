@@ -15,34 +15,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli, exits
+from common import cli, exits, scripts
+
 
 def get_args_parser():
     return cli.infer_parser(__doc__, channels_last=True)
 
 
-if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
-    parser = get_args_parser()
-    args = parser.parse_args()
+main = scripts.classifier_inference("mobilenetv2", model="torchvision.models.mobilenet_v2")
 
-import torchvision
-
-from common import data, dist, infer_loop, record
-from common.weights import load_weights
-
-
-def main(args, parser):
-    run = dist.start(args)
-    loader, num_classes, normalize = data.val_inputs(args, run, data.eval_transform(args.image_size))
-    model = torchvision.models.mobilenet_v2(num_classes=num_classes)
-    if args.weights:
-        load_weights(model, args.weights, run)
-    else:
-        dist.print0(run, "no --weights: random weights, the figures are speed only")
-    figures = infer_loop.run_inference(run, args, model, loader, normalize)
-    result = record.infer_record(run, args, "mobilenetv2", figures, args.weights)
-    return record.conclude(run, args, result)
-
-
-if __name__ == "__main__":
-    exits.entry(main, parser, args)
+if __name__ == "__main__":  # the flags are read before torch loads: --help answers at once
+    exits.script(get_args_parser, main)

@@ -16,48 +16,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli, exits, flags
+from common import exits, scripts
 
 
 def get_args_parser():
-    p = cli.train_parser(__doc__, batch_size=32, global_batch=256, lr=0.1, epochs=100,
-                         target_acc=75.5, channels_last=True)
-    recipe = p.add_recipe_argument  # flag, its short name in fix_hp, as add_argument
-    recipe("--momentum", "momentum", type=flags.fraction, default=0.9)
-    recipe("--weight-decay", "wd", type=flags.non_negative_float, default=1e-4)
-    recipe("--lr-step-epochs", "lr_step", type=flags.positive_int, default=30)
-    recipe("--lr-gamma", "lr_gamma", type=flags.positive_float, default=0.1)
-    return p
+    return scripts.step_lr_parser(__doc__, batch_size=32, global_batch=256, lr=0.1, epochs=100,
+                                  target_acc=75.5, channels_last=True, weight_decay=1e-4,
+                                  lr_step_epochs=30, lr_gamma=0.1)
 
 
-if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
-    parser = get_args_parser()
-    args = parser.parse_args()
+main = scripts.step_lr_training("resnet50", model="torchvision.models.resnet50")
 
-import torch
-import torchvision
-
-from common import data, dist, optim, record, train_loop
-
-
-def main(args, parser):
-    run = dist.start(args)
-    train_loader, val_loader, num_classes, normalize = data.imagenet_inputs(args, run)
-    model, flops = train_loop.place_model(
-        torchvision.models.resnet50(num_classes=num_classes), args, run)
-    optimizer = optim.make(torch.optim.SGD, model.parameters(),
-                           args.optimizer_impl, run.device, lr=args.lr,
-                           momentum=args.momentum, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.lr_step_epochs, args.lr_gamma)
-
-    figures, served_checkpoint = train_loop.train(
-        run, args, model, optimizer, train_loader=train_loader, val_loader=val_loader,
-        normalize=normalize, loss_fn=torch.nn.CrossEntropyLoss(),
-        scheduler=scheduler, scheduler_per="epoch")
-
-    result = record.train_record(run, args, parser, "resnet50", figures, flops)
-    return record.conclude(run, args, result, served_checkpoint)
-
-
-if __name__ == "__main__":
-    exits.entry(main, parser, args)
+if __name__ == "__main__":  # the flags are read before torch loads: --help answers at once
+    exits.script(get_args_parser, main)

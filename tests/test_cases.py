@@ -129,8 +129,7 @@ def tinynet_script(kind):
     are, whatever their calls into common/ are now."""
     with open(os.path.join(ROOT, "mobilenetv2", f"{kind}.py")) as f:
         _, _, body = f.read().split('"""', 2)
-    body = replaced(body, "import torchvision\n", "from tinynet.model import tinynet\n")
-    body = replaced(body, "torchvision.models.mobilenet_v2(", "tinynet(")
+    body = replaced(body, '"torchvision.models.mobilenet_v2"', '"tinynet.model.tinynet"')
     return f'"""TinyNet {kind}: MobileNetV2\'s recipe, a tiny net."""' + replaced(
         body, '"mobilenetv2"', '"tinynet"')
 

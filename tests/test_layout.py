@@ -14,6 +14,7 @@ PACKAGES = ("common", *cases.folders())
 # each layer imports only from the layers after it, never from one before
 LAYERS = [(*(script[:-3].replace("/", ".") for script in cases.scripts()),
            "common.report", "common.bench", "common.gpu_checks"),
+          ("common.scripts",),
           ("common.train_loop", "common.infer_loop", "common.record"),
           ("common.clocks", "common.checkpoint", "common.monitor", "common.evaluate"),
           ("common.dist", "common.exits"),

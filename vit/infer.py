@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
-from common import cli, exits
+from common import cli, exits, scripts
 from vit.sizes import SIZES, check_image_size
 
 def get_args_parser():
@@ -23,27 +23,12 @@ def get_args_parser():
     return p
 
 
-if __name__ == "__main__":  # flags first: --help and a mistyped flag answer before torch loads
-    parser = get_args_parser()
-    args = parser.parse_args()
-
-from common import data, dist, infer_loop, record
-from common.weights import load_weights
-from vit.model import MODELS
-
-
 def main(args, parser):
-    run = dist.start(args)
-    loader, num_classes, normalize = data.val_inputs(args, run, data.eval_transform(args.image_size))
-    model = MODELS[args.model](image_size=args.image_size, num_classes=num_classes)
-    if args.weights:
-        load_weights(model, args.weights, run)  # another image size: position embeddings resized
-    else:
-        dist.print0(run, "no --weights: random weights, the figures are speed only")
-    figures = infer_loop.run_inference(run, args, model, loader, normalize)
-    result = record.infer_record(run, args, args.model, figures, args.weights)
-    return record.conclude(run, args, result)
+    from vit.model import MODELS  # torch: after the flags
+    # weights of another image size get their position embeddings resized
+    return scripts.serve(args, args.model, lambda classes: MODELS[args.model](
+        image_size=args.image_size, num_classes=classes))
 
 
-if __name__ == "__main__":
-    exits.entry(main, parser, args)
+if __name__ == "__main__":  # the flags are read before torch loads: --help answers at once
+    exits.script(get_args_parser, main)
