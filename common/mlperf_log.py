@@ -115,12 +115,15 @@ def _samples(loader):
     return len(dataset) if dataset is not None else None
 
 
-def written(run_log, record, stem, out_dir):
-    """Write `run_log` (rank 0's, or None: an inference run) as `stem`.mlperf.log in
-    out_dir, name it in the record, and say where it is, or why there is none."""
-    if run_log is None:
+def written(run, record, stem, out_dir):
+    """Write the run's log (none for an inference run) as `stem`.mlperf.log in out_dir,
+    name it in the record, and say where it is, or why there is none."""
+    if run.mlperf_log is None:
         return
-    name, why = run_log.write(record, os.path.join(out_dir, stem + ".mlperf.log"))
+    if run.is_main:
+        name, why = run.mlperf_log.write(record, os.path.join(out_dir, stem + ".mlperf.log"))
+    else:  # the record's writer when rank 0 was lost (common/left_behind.py)
+        name, why = None, "global rank 0 writes the MLPerf log, and it was lost"
     record["mlperf_log"] = name
     if why:
         record["mlperf_log_why"] = why

@@ -207,7 +207,7 @@ def finish(run, record, out_dir, writes=None):
     if not writes:
         return None, None
     name = record_name(record)
-    mlperf_log.written(run.mlperf_log if run.is_main else None, record, name[:-5], out_dir)
+    mlperf_log.written(run, record, name[:-5], out_dir)
     return write_record_somewhere(record, out_dir, name)
 
 

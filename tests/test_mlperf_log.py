@@ -132,9 +132,19 @@ def test_without_mlperf_logging_the_run_says_so_once_and_the_record_why(
     monkeypatch.setitem(sys.modules, "mlperf_logging", None)  # its import raises ImportError
     monkeypatch.setitem(sys.modules, "mlperf_logging.mllog.mllog", None)
     record = a_record()
-    mlperf_log.written(a_run_log(), record, "stem", str(tmp_path))
+    run = types.SimpleNamespace(is_main=True, mlperf_log=a_run_log())
+    mlperf_log.written(run, record, "stem", str(tmp_path))
     assert capsys.readouterr().out == ("no MLPerf log written: mlperf_logging is not "
                                        "installed; pip install mlperf-logging to get one\n")
     assert record["mlperf_log"] is None and "pip install mlperf-logging" in \
         record["mlperf_log_why"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_record_written_by_another_rank_than_a_lost_rank_0_says_why_it_has_no_log(
+        tmp_path, capsys):
+    record, run = a_record(), types.SimpleNamespace(is_main=False, mlperf_log=a_run_log())
+    mlperf_log.written(run, record, "stem", str(tmp_path))
+    assert record["mlperf_log"] is None and "rank 0" in record["mlperf_log_why"]
+    assert capsys.readouterr().out.count("no MLPerf log written: ") == 1
     assert os.listdir(tmp_path) == []
