@@ -158,6 +158,8 @@ def train_parser(description, *, batch_size, global_batch, lr, epochs, target_ac
     a("--optimizer-impl", choices=OPTIMIZER_IMPLS, default="auto",
       help="fused, foreach or loop: the same update, at different speeds; auto: fused "
            "where torch has the kernels for the device, torch's default elsewhere")
+    a("--mlperf-org", default="unnamed",
+      help="the organization the run's MLPerf log names (submission_org)")
     # what --batch-size auto falls back to, and what the learning rate is scaled from
     p.set_defaults(recipe_batch_size=batch_size, reference_global_batch=global_batch,
                    reference_lr=lr, recipe_grad_accum=grad_accum, recipe=None)

@@ -31,6 +31,8 @@ class Run:
     # where this rank is, in words, where a step does not say it (evaluating, a pass):
     # what a collective that times out there says it waited at (common/left_behind.py)
     phase: str | None = None
+    # a training run's MLPerf log (common/mlperf_log.py), which record.finish writes
+    mlperf_log: object = None
 
     @property
     def nodes(self):

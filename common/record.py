@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 from common import (cases, clocks, device, dist, exits, files, left_behind, make_dataset,
-                    recipe, tables)
+                    mlperf_log, recipe, tables)
 from common.flops import efficiency
 
 GiB = 1024 ** 3
@@ -162,13 +162,18 @@ def failed_case_record(case_name, reason, config):
             "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def write_record(record, out_dir):
-    """Write `record` as a new file in out_dir, never over another; returns its path."""
+def record_name(record):
+    """A new record's file name, never another's: what ran, when, and the process."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     name = (f"{record['model']}-{record['case']}-{record['device']['label']}-"
             f"{record['config']}-{record['precision']}-{stamp}-{os.getpid()}.json")
-    name = name.replace(" ", "_").replace("/", "_")
-    return files.write_json(record, os.path.join(out_dir, name))
+    return name.replace(" ", "_").replace("/", "_")
+
+
+def write_record(record, out_dir, name=None):
+    """Write `record` as a new file in out_dir (as `name`, or a new record_name), never
+    over another; returns its path."""
+    return files.write_json(record, os.path.join(out_dir, name or record_name(record)))
 
 
 # where a record goes when --out has stopped taking files since the run began
@@ -176,16 +181,16 @@ FALLBACK_DIRS = (os.path.join(os.path.expanduser("~"), ".cache", "benchmark-reco
                  os.path.join(tempfile.gettempdir(), "benchmark-records"))
 
 
-def write_record_somewhere(record, out_dir):
+def write_record_somewhere(record, out_dir, name=None):
     """(path, None) once written in out_dir; (path, why) when out_dir failed and a
     fallback folder took it; (None, why) when nothing could."""
     try:
-        return write_record(record, out_dir), None
+        return write_record(record, out_dir, name), None
     except OSError as e:
         why = f"--out {out_dir}: cannot be written: {files.os_error_cause(e)}"
     for folder in FALLBACK_DIRS:
         try:
-            return write_record(record, folder), why
+            return write_record(record, folder, name), why
         except OSError:
             continue
     return None, why
@@ -193,12 +198,17 @@ def write_record_somewhere(record, out_dir):
 
 def finish(run, record, out_dir, writes=None):
     """Stamp e2e_time (script start -> now, plus the processes before a resume), write
-    the record on rank 0 (on `writes`, where that is given); returns (its path, why it
+    the record on rank 0 (on `writes`, where that is given), and beside it rank 0's
+    MLPerf log of a training run, named after it; returns (the record's path, why it
     is not in out_dir or None)."""
     record["figures"]["e2e_time"] = clocks.e2e_time(record["figures"].get("resumed"))
     record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     writes = run.is_main if writes is None else writes
-    return write_record_somewhere(record, out_dir) if writes else (None, None)
+    if not writes:
+        return None, None
+    name = record_name(record)
+    mlperf_log.written(run, record, name[:-5], out_dir)
+    return write_record_somewhere(record, out_dir, name)
 
 
 # the exit code of each status a record ends in (1 too where it is not in --out)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (auto_batch, checkpoint, data, dist, history, left_behind, monitor, optim,
-                    profile, progress, recipe)
+from common import (auto_batch, checkpoint, data, dist, history, left_behind, mlperf_log,
+                    monitor, optim, profile, progress, recipe)
 from common import clocks as clocks_mod
 from common.clocks import TrainClocks
 from common.evaluate import evaluate
@@ -121,6 +121,9 @@ class Training:
                                             sharded=sharded)
         self.state = _resume(self.ckpt.load(), self.clocks, run)
         self.monitor = monitor.start(run, args)
+        # its epochs and evaluations; record.finish writes it beside the record
+        self.mlperf = run.mlperf_log = mlperf_log.RunLog(
+            run, args, optimizer, train_loader, val_loader, start=clocks_mod.E2E_START)
         self.net = _wrap(model, run, sharded)
         self.after_step, self.compile_s, self.profiler, self.profiled = {}, None, None, None
         if args.compile:
@@ -245,8 +248,10 @@ class Training:
         s = self.state
         self.run.phase = f"the evaluation after step {s.step}"
         with self.clocks.paused("eval"):
+            self.mlperf.eval_start(epoch)
             result = evaluate(self.model, self.val_loader, self.run, self.normalize,
                               lockstep=self.sharded)
+            self.mlperf.eval_stop(epoch, result)
         self.run.phase = None
         s.evals.append({"epoch": epoch + 1, "step": s.step, **result})
         dist.print0(self.run, f"eval epoch {epoch + 1} step {s.step}: top1 {result['top1']:.2f} "
@@ -259,8 +264,11 @@ class Training:
         first, skip = self.state.epoch, self.state.batch
         epoch = first
         for epoch in range(first, self.args.epochs):
-            stop = (self.train_epoch(epoch, skip if epoch == first else 0)
-                    or self.end_of_epoch(epoch))
+            self.mlperf.epoch_start(epoch)
+            stop = self.train_epoch(epoch, skip if epoch == first else 0)
+            if not stop:  # a signal or a non-finite loss stops it inside: no epoch_stop
+                self.mlperf.epoch_stop(epoch)
+            stop = stop or self.end_of_epoch(epoch)
             if stop:
                 return stop, epoch
         return Stop("epochs"), epoch

@@ -1,5 +1,6 @@
 """Checkpoints and resume: a run killed mid-epoch and resumed ends where an
 uninterrupted one does; SIGTERM writes an incomplete record and a checkpoint."""
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,16 @@ def torchrun(args, nproc=2):
 def final_weights(out):
     (name,) = [f for f in os.listdir(out / "checkpoints") if f.endswith("-final.pt")]
     return torch.load(out / "checkpoints" / name, weights_only=True)["model"]
+
+
+def mlperf_log_of(out, rec):
+    """{key: its last line} of the MLPerf log beside `rec`; None where mlperf_logging
+    is not installed (the record says so)."""
+    if rec["mlperf_log"] is None:
+        assert "not installed" in rec["mlperf_log_why"]
+        return None
+    with open(out / rec["mlperf_log"]) as f:
+        return {x["key"]: x for x in (json.loads(line.split(" ", 1)[1]) for line in f)}
 
 
 def descendants(pid):
@@ -133,6 +144,10 @@ def test_sigterm_to_every_process_stops_the_ranks_together(dataset, uninterrupte
     assert stopped["status"] == "incomplete" and "SIGTERM" in stopped["error"], log[-3000:]
     step = stopped["figures"]["steps"]
     assert 10 <= step < 16
+    log = mlperf_log_of(tmp_path, stopped)
+    if log:  # its run_stop says aborted, and why
+        assert {k: log["run_stop"]["metadata"][k] for k in ("status", "stopped")} == \
+            {"status": "aborted", "stopped": "interrupted"}
     (name,) = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
     os.rename(tmp_path / name, tmp_path / "stopped.record")  # so that one record is new
     proc = run_script([*RUN, "--data-dir", dataset, "--out", tmp_path], nproc=2)
@@ -141,7 +156,15 @@ def test_sigterm_to_every_process_stops_the_ranks_together(dataset, uninterrupte
     a, b = final_weights(uninterrupted), final_weights(tmp_path)
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert only_record(tmp_path)["figures"]["images"] == 14 * 4 * 2
+    resumed = only_record(tmp_path)
+    assert resumed["figures"]["images"] == 14 * 4 * 2
+    log = mlperf_log_of(tmp_path, resumed)
+    if log:  # the resumed process's own log: from its start, naming the step
+        fig = resumed["figures"]
+        assert log["run_start"]["metadata"]["resumed_from_step"] == step
+        span = log["run_stop"]["time_ms"] - log["run_start"]["time_ms"]
+        assert abs(span - 1000 * (fig["e2e_time"] - fig["resumed"]["e2e_before_s"])) < 1
+        assert len(list(tmp_path.glob("*.mlperf.log"))) == 2  # rank 0's, one a process
 
 
 @pytest.mark.parametrize("value", ["3", "2weeks"])
