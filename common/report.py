@@ -3,6 +3,7 @@ rows (--compare) and as pictures (--plots). Reading and rendering import no torc
 records render where only Python and tabulate are installed, in well under a second:
 
     python -m common.report runs/ [--lang zh] [--compare results/reference] [--plots OUT]
+    python -m common.report runs/ --check    # read as a reviewer would (common/check.py)
     python -m common.report runs/ --failed-case vit_train --reason "..."   # run_all.sh's
 
 A record is read here and checked against the tables (common/tables.py) before any is
@@ -19,7 +20,7 @@ import sys
 
 from tabulate import tabulate
 
-from common import cases, compare, files, plots, scaling
+from common import cases, check, compare, files, plots, scaling
 from common.errors import UserError
 from common.flags import Parser
 from common.tables import (INFER_COLUMNS, MONITOR, TRAIN_COLUMNS, infer_row, monitor_rows,
@@ -62,17 +63,21 @@ def get_args_parser():
     p.add_argument("--compare", metavar="REFERENCE_DIR",
                    help="also print each record beside the reference row it matches, with "
                         "the ratio of every throughput (e.g. results/reference)")
+    p.add_argument("--check", action="store_true",
+                   help="instead of the tables, read the records as a reviewer would before "
+                        "they are published: one line per finding, exit 1 on an error")
     p.add_argument("--plots", metavar="OUTDIR",
                    help="also write PNGs (convergence, training loss and rate, scaling, "
                         "hardware monitor) to OUTDIR; needs matplotlib")
     return p
 
 
-def load_records(paths):
+def load_records(paths, skipped=None):
     """Records from files and directories (searched recursively), oldest first. A file
     that is not a record (malformed JSON, another tool's file, a record these tables
-    cannot show) is left out with a one-line warning naming it; an older record's
-    missing keys become empty cells."""
+    cannot show) is left out with a one-line warning naming it, or added to `skipped`
+    as (path, why) where that list is given; an older record's missing keys become
+    empty cells."""
     files_found = []
     for p in paths:
         # the folder as it is spelt: 'runs[1]' is a name, not a pattern
@@ -82,7 +87,10 @@ def load_records(paths):
     for f in files_found:
         rec, why = _read_record(f)
         if why:
-            print(f"warning: {f}: {why}; left out", file=sys.stderr, flush=True)
+            if skipped is None:
+                print(f"warning: {f}: {why}; left out", file=sys.stderr, flush=True)
+            else:
+                skipped.append((f, why))
             continue
         if rec is not None:
             rec["_path"] = f
@@ -135,6 +143,15 @@ def load_references(path):
         raise UserError(f"--compare {path}: holds no reference records; give the folder of "
                         f"reference records, e.g. results/reference")
     return refs
+
+
+def check_folder(paths, records, skipped):
+    """--check: common/check.py's lines, the seeds' configurations read from their
+    reference records; returns the exit code."""
+    seeds = load_records([check.SEEDS_DIR]) if os.path.isdir(check.SEEDS_DIR) else None
+    said, code = check.lines(check.findings(records, seeds or None, skipped), paths, records)
+    print("\n".join(said))
+    return code
 
 
 # our records beside the seeds' rows (--compare): which rows match is common/compare.py's
@@ -199,11 +216,16 @@ def main(argv=None):
         print(record.write_record(record.failed_case_record(a.failed_case, a.reason,
                                                             a.config), a.paths[0]))
         return 0
+    if a.check and (a.compare or a.plots):
+        p.error("--check reads the folders alone: leave out --compare and --plots")
     missing = [path for path in a.paths if not os.path.exists(path)]
     if missing:
         p.error(f"{missing[0]}: no such file or directory; give record files or the "
                 f"--out directories of runs")
-    records = load_records(a.paths)
+    skipped = [] if a.check else None
+    records = load_records(a.paths, skipped)
+    if a.check and (records or skipped):
+        return check_folder(a.paths, records, skipped)
     if not records:
         print(f"no result records under {' '.join(a.paths)}", file=sys.stderr)
         return 1

@@ -39,6 +39,9 @@ def test_every_shard_size_runs_and_counts_each_image_once(tmp_path, images, rank
     assert proc.returncode == 0, proc.stderr[-3000:]
     f = only_record(tmp_path / "out")["figures"]
     assert f["images"] == f["val_pass"]["images"] == f["infer_pass"]["images"] == images
+    # the record's rank (0) holds the largest shard: its timed batches, each pass
+    shard = -(-images // ranks)
+    assert f["val_pass"]["timed_batches"] == f["infer_pass"]["timed_batches"] == -(-shard // batch)
     assert f["acc_val"] == f["acc_infer"] == pytest.approx(
         top1_on_one_process(root, weights, images))
     assert f["p_val_core"] >= f["p_val_whole"] > 0 and f["p_infer_core"] > 0
