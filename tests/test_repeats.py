@@ -1,8 +1,13 @@
 """Repeated runs: which records are one group, the central figure of a group, its row and
-the spread table."""
+the spread table, and REPEAT=N through run_all.sh, started again after a cut."""
 import argparse
+import glob
 import json
+import os
+import subprocess
 
+import pytest
+from conftest import ROOT, _free_port
 from test_report import cells, sections
 
 from common import checkpoint, repeats, report, scaling, tables
@@ -117,3 +122,46 @@ def test_a_repeat_has_its_record_only_with_the_same_command_and_size(tmp_path):
     assert repeats.has_record(str(tmp_path), "1x1", argv)
     assert not repeats.has_record(str(tmp_path), "1x8", argv)
     assert not repeats.has_record(str(tmp_path), "1x1", argv[:-1] + ["3"])
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"REPEAT": "0"}, "give REPEAT a count of runs"),
+    ({"REPEAT": "2", "EXTRA_ARGS": "--seed 4"}, "set SEED0 instead")])
+def test_run_all_refuses_a_repeat_it_cannot_run_in_one_line(tmp_path, settings, why):
+    env = {**os.environ, "OUT": str(tmp_path), "NPROC": "1", "CASES": "resnet50_train",
+           **settings}
+    proc = subprocess.run(["bash", "run_all.sh"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "===" not in proc.stdout, proc.stdout + proc.stderr
+    assert why in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_run_all_repeats_and_started_again_runs_only_the_missing_repeats(dataset, tmp_path):
+    """REPEAT=1, then REPEAT=2 into the same OUT (a REPEAT=2 run cut after its first
+    repeat, started again): one run more, with --seed 2; one row of two runs, and the
+    spread table."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_DIR": str(dataset), "NPROC": "1",
+           "OUT": str(tmp_path), "CASES": "mobilenetv2_train",
+           "EXTRA_ARGS": "--max-steps 2 --warmup-steps 1 --image-size 32 --batch-size 4 "
+                         "--workers 1 --eval-every 0"}
+    outputs = []
+    for n in ("1", "2"):
+        proc = subprocess.run(["bash", "run_all.sh"], cwd=ROOT, capture_output=True, text=True,
+                              env={**env, "REPEAT": n, "MASTER_PORT": str(_free_port())},
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        outputs.append(proc.stdout)
+    records = [json.load(open(f)) for f in glob.glob(os.path.join(glob.escape(str(tmp_path)),
+                                                                  "*.json"))]
+    assert sorted(r["args"]["seed"] for r in records) == [1, 2]
+    assert "=== mobilenetv2_train, repeat 1 of 1 (--seed 1)" in outputs[0]
+    assert ("=== mobilenetv2_train, repeat 1 of 2 (--seed 1): its record is in "
+            f"{tmp_path} already; not run again") in outputs[1]
+    assert outputs[1].count("\nrecord: ") == 1  # the second repeat alone ran
+    report_part = outputs[1][outputs[1].index("Training: mobilenetv2"):]
+    found = sections(report_part.rsplit("\nrun_all:", 1)[0])
+    (row,) = found["Training: mobilenetv2"][1]
+    assert row[0].startswith("CPU 1 node x 1 (1x1) (2 runs) [")
+    spread = found[tables.title("spread", "en")][1]
+    assert [r[4] for r in spread] == ["e2e_time", "p_whole", "p_train", "p_core"]
+    assert all(r[5] == "2" and r[-1] == "1,2" for r in spread)
