@@ -6,6 +6,7 @@
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 DATA_DIR=/data/imagenet bash run_all.sh  # on each node
 #
 #   NNODES=2 RDZV_ENDPOINT=10.0.0.1:29500 DATA_DIR=/data/imagenet bash run_all.sh  # same on each
+#   REPEAT=5 OUT=runs/rep5 bash run_all.sh          # each case 5 times, --seed 1 to 5
 #
 # Environment: DATA_DIR, NPROC (devices per node; default all), NNODES, NODE_RANK,
 # MASTER_ADDR, MASTER_PORT (passed to torchrun), RDZV_ENDPOINT and RDZV_ID (a c10d
@@ -13,9 +14,27 @@
 # TABLE_LANG (en|zh), CASES (e.g. "resnet50_train vit_infer"), EXTRA_ARGS (appended to
 # every case), WEIGHTS_DIR (the published weights a case takes, by the file names of
 # common/cases.py: `python -m common.cases` lists each case with its script and weights;
-# a missing file means random weights, speed only).
+# a missing file means random weights, speed only), REPEAT (runs of each case, with
+# --seed SEED0, SEED0+1, ... SEED0+REPEAT-1; SEED0 defaults to 1, so REPEAT=3 runs seeds
+# 1, 2, 3; each writes its own record, and the report shows each group as one row and
+# the spread). Started again with the same settings and OUT, a REPEAT run skips every
+# repeat whose finished record is in OUT; one that was cut resumes from its checkpoint.
 set -u
 cd "$(dirname "$0")"
+EXTRA_ARGS=${EXTRA_ARGS:-}
+SEED0=${SEED0:-1}
+# settings that cannot run are said before anything starts
+if [ -n "${REPEAT:-}" ]; then
+  if ! [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || ! [[ $SEED0 =~ ^[0-9]+$ ]]; then
+    echo "run_all: REPEAT=$REPEAT SEED0=$SEED0: give REPEAT a count of runs (1 or more)" \
+         "and SEED0 a seed (0 or more)" >&2
+    exit 2
+  fi
+  if [[ " $EXTRA_ARGS " =~ " --seed" ]]; then
+    echo "run_all: EXTRA_ARGS holds --seed, which REPEAT sets for each run; set SEED0 instead" >&2
+    exit 2
+  fi
+fi
 source common/setup_env.sh
 
 NNODES=${NNODES:-1}
@@ -28,7 +47,6 @@ d = select(); print(d.type, d.device_count())")
 NPROC=${NPROC:-$DEVICE_COUNT}
 OUT=${OUT:-runs/$(date +%Y%m%d-%H%M%S)}
 TABLE_LANG=${TABLE_LANG:-en}
-EXTRA_ARGS=${EXTRA_ARGS:-}
 # OUT is written before the first case runs, not found unwritable after it
 if ! mkdir -p "$OUT/logs" || ! probe=$(mktemp "$OUT/.probe.XXXXXX") || ! rm -f "$probe"; then
   echo "run_all: OUT=$OUT: cannot be written (the reason is above); set OUT to a directory you can write to" >&2
@@ -69,16 +87,24 @@ records() {
 }
 
 launch() {
-  local rdzv
+  local rdzv argv=("$@" "${DATA_ARGS[@]}" --out "$OUT" --lang "$TABLE_LANG" ${SEED:+--seed "$SEED"})
+  # shellcheck disable=SC2206  # EXTRA_ARGS is a list of flags
+  argv+=($EXTRA_ARGS)
+  # a repeat whose finished record is in OUT (the same command) is not run again
+  if [ -n "${REPEAT:-}" ] &&
+     "$PY" -m common.repeats "$OUT" "${NNODES}x${NPROC}" -- "${argv[@]}"; then
+    echo "=== $CASE, $REPEAT_NOTE: its record is in $OUT already; not run again"
+    return 0
+  fi
   if [ -n "${RDZV_ENDPOINT:-}" ]; then
-    # c10d rendezvous: the identical command on every node; one rendezvous per case
-    rdzv=(--rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT" --rdzv-id "${RDZV_ID:-run_all}-$CASE")
+    # c10d rendezvous: the identical command on every node; one rendezvous per case and seed
+    rdzv=(--rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT"
+          --rdzv-id "${RDZV_ID:-run_all}-$CASE${SEED:+-seed$SEED}")
   else
     rdzv=(--node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT")
   fi
-  # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
   "$PY" -m torch.distributed.run --nnodes "$NNODES" "${rdzv[@]}" --nproc-per-node "$NPROC" \
-    "$@" "${DATA_ARGS[@]}" --out "$OUT" --lang "$TABLE_LANG" $EXTRA_ARGS
+    "${argv[@]}"
 }
 # a case: its script, with the weights file the registry names for it where WEIGHTS_DIR
 # holds one ('-': the case takes none)
@@ -117,8 +143,34 @@ fi
 ALL_CASES=$(awk '{ printf "%s%s", sep, $1; sep = " " }' <<<"$CASE_LINES")
 FAILED=()
 echo "run_all: $MODE mode, ${NNODES}x${NPROC}, records in $OUT"
+# one run of CASE (with --seed SEED where SEED is set): its log, and a row with the reason
+# where it ended before its record
+run_once() {
+  local script=$1 weights=$2 log=$OUT/logs/$CASE${SEED:+-seed$SEED}.stderr rc before reason
+  echo "=== $CASE${REPEAT_NOTE:+, $REPEAT_NOTE}"
+  mkdir -p "$OUT/logs"
+  before=$(records)
+  run_case "$script" "$weights" 2> >(tee "$log" >&2)
+  rc=$?
+  wait $! 2>/dev/null  # the tee, so the log is whole before it is read
+  if [ $rc -ne 0 ]; then
+    echo "=== $CASE${REPEAT_NOTE:+, $REPEAT_NOTE} FAILED (exit $rc)"
+    FAILED+=("$CASE${SEED:+ (--seed $SEED)}")
+    # a case that ended before writing its record still gets a row, with its reason
+    if [ "$NODE_RANK" = 0 ] && [ "$(records)" = "$before" ]; then
+      # the suite's own one-line error (torchrun's summary repeats it after
+      # "traceback : "), else the last line naming an error, whole
+      reason=$(grep -hoE "(^|traceback : )error: .*" "$log" | tail -n 1)
+      reason=${reason#traceback : }
+      [ -n "$reason" ] || reason=$(grep -h "error:" "$log" | tail -n 1)
+      [ -n "$reason" ] || reason=$(grep -v '^\s*$' "$log" | tail -n 1)
+      "$PY" -m common.report --failed-case "$CASE" --reason "${reason:-exit $rc}" \
+        --config "${NNODES}x${NPROC}" "$OUT" >/dev/null
+    fi
+  fi
+}
+
 for CASE in ${CASES:-$ALL_CASES}; do
-  echo "=== $CASE"
   script=
   read -r _ script weights < <(awk -v want="$CASE" '$1 == want' <<<"$CASE_LINES")
   if [ -z "$script" ]; then
@@ -126,26 +178,16 @@ for CASE in ${CASES:-$ALL_CASES}; do
     FAILED+=("$CASE")
     continue
   fi
-  mkdir -p "$OUT/logs"
-  before=$(records)
-  run_case "$script" "$weights" 2> >(tee "$OUT/logs/$CASE.stderr" >&2)
-  rc=$?
-  wait $! 2>/dev/null  # the tee, so the log is whole before it is read
-  if [ $rc -ne 0 ]; then
-    echo "=== $CASE FAILED (exit $rc)"
-    FAILED+=("$CASE")
-    # a case that ended before writing its record still gets a row, with its reason
-    if [ "$NODE_RANK" = 0 ] && [ "$(records)" = "$before" ]; then
-      # the suite's own one-line error (torchrun's summary repeats it after
-      # "traceback : "), else the last line naming an error, whole
-      reason=$(grep -hoE "(^|traceback : )error: .*" "$OUT/logs/$CASE.stderr" | tail -n 1)
-      reason=${reason#traceback : }
-      [ -n "$reason" ] || reason=$(grep -h "error:" "$OUT/logs/$CASE.stderr" | tail -n 1)
-      [ -n "$reason" ] || reason=$(grep -v '^\s*$' "$OUT/logs/$CASE.stderr" | tail -n 1)
-      "$PY" -m common.report --failed-case "$CASE" --reason "${reason:-exit $rc}" \
-        --config "${NNODES}x${NPROC}" "$OUT" >/dev/null
-    fi
+  SEED= REPEAT_NOTE=
+  if [ -z "${REPEAT:-}" ]; then
+    run_once "$script" "$weights"
+    continue
   fi
+  for ((i = 0; i < REPEAT; i++)); do
+    SEED=$((SEED0 + i))
+    REPEAT_NOTE="repeat $((i + 1)) of $REPEAT (--seed $SEED)"
+    run_once "$script" "$weights"
+  done
 done
 
 echo

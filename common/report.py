@@ -20,7 +20,7 @@ import sys
 
 from tabulate import tabulate
 
-from common import cases, check, compare, files, plots, scaling
+from common import cases, check, compare, files, plots, repeats, scaling
 from common.errors import UserError
 from common.flags import Parser
 from common.tables import (INFER_COLUMNS, MONITOR, TRAIN_COLUMNS, infer_row, monitor_rows,
@@ -196,8 +196,9 @@ def comparison_table(records, references, case, lang="en"):
 
 
 def comparison(records, references, lang="en"):
-    """One table per case: each of our records beside the reference rows it matches."""
-    ours = [r for r in records if "reference" not in r]
+    """One table per case: each of our records (a group of repeats as one) beside the
+    reference rows it matches."""
+    ours = repeats.summaries([r for r in records if "reference" not in r])
     parts = []
     for case, title in (("train", "Training"), ("infer", "Inference")):
         mine = [r for r in ours if r["case"] == case]

@@ -5,12 +5,14 @@ per device and the scaling efficiency, p_core at N devices / (N x p_core at one 
 Records are of the same case only when they agree on everything but the size: model,
 device, data source (real or synthetic), where the images were decoded (host or
 device: the input path is another), image size, precision, per-device batch and engine;
-any other pair gets rows of its own. Without a 1x1 record the efficiency is
-left empty.
+any other pair gets rows of its own. Repeated runs (common/repeats.py) count as one, at
+their central figure. Without a 1x1 record the efficiency is left empty.
 """
 from __future__ import annotations
 
 from tabulate import tabulate
+
+from common import repeats
 
 
 def data_source(rec):
@@ -43,9 +45,10 @@ def like_with_like(rec):
 
 
 def scaling_rows(records):
-    """One row per (case, nodes x devices), the latest finished run of each."""
+    """One row per (case, nodes x devices), the latest finished run (or group of repeats)
+    of each."""
     latest = {}
-    for r in records:  # oldest first: later runs replace earlier ones
+    for r in repeats.summaries(records):  # oldest first: later runs replace earlier ones
         if r["case"] == "train" and r.get("status", "ok") == "ok" and r["figures"].get("p_core"):
             latest[like_with_like(r), r["nodes"], r["procs_per_node"]] = r
     base = {case: r["figures"]["p_core"] for (case, n, p), r in latest.items() if n * p == 1}

@@ -1,13 +1,14 @@
 """The tables rendered from records: each column declared once, its header (en, zh) and
 its cell together; the seeds' training and inference tables and the extras (batch-1
-latency, efficiency, scaling, hardware monitor). No torch here: records render where
-only Python and tabulate are installed.
+latency, efficiency, scaling, hardware monitor), and the spread of repeated runs, each
+group of them one row (common/repeats.py). No torch here: records render where only
+Python and tabulate are installed.
 """
 from __future__ import annotations
 
 from tabulate import tabulate
 
-from common import scaling
+from common import repeats, scaling
 
 
 # cells
@@ -86,6 +87,14 @@ def kind_note(rec, lang="en"):
     return f" [{'; '.join(words)}]" if words else ""
 
 
+def runs_note(rec, lang="en"):
+    """' (3 runs)' after the configuration of a row that stands for repeated runs."""
+    n = (rec.get("repeats") or {}).get("n")
+    if not n:
+        return ""
+    return f"（{n}次运行）" if lang == "zh" else f" ({n} runs)"
+
+
 def status_note(rec):
     """' [failed: reason]' for a run that did not finish well, '' for one that did."""
     status, reason = rec.get("status", "ok"), rec.get("error")
@@ -148,11 +157,12 @@ def _precision(rec, lang):
 
 def _train_config(rec, lang):
     return (config_label(rec["device"]["label"], rec["nodes"], rec["procs_per_node"], lang)
-            + status_note(rec) + kind_note(rec, lang))
+            + runs_note(rec, lang) + status_note(rec) + kind_note(rec, lang))
 
 
 def _infer_config_cell(rec, lang):
-    return infer_config(rec, lang) + status_note(rec) + kind_note(rec, lang)
+    return (infer_config(rec, lang) + runs_note(rec, lang) + status_note(rec)
+            + kind_note(rec, lang))
 
 
 def _train_acc(rec, lang):
@@ -266,7 +276,8 @@ def _monitor_cell(name, fmt=_one_decimal):
 MONITOR = (
     MODEL,
     column("config", lambda row, lang: config_label(row["device"]["label"], row["nodes"],
-                                                    row["procs_per_node"], lang), zh="配置"),
+                                                    row["procs_per_node"], lang)
+           + runs_note(row, lang), zh="配置"),
     PRECISION,
     column("pass", lambda row, lang: row["pass"], zh="阶段"),
     column("source", lambda row, lang: row["monitor"].get("source"), zh="来源"),
@@ -278,6 +289,83 @@ MONITOR = (
     column("host cpu %", _monitor_cell("host_cpu_mean_pct"), zh="主机 CPU %"),
     column("host mem GiB", _monitor_cell("host_mem_peak_gib"), zh="主机内存 GiB"),
 )
+
+
+# the spread of repeated runs: a row per group and figure, (figure, its name, its format
+# as the seeds' tables show it); accuracy as mean ± std
+SPREAD_FIGURES = {
+    "train": (("e2e_time", "e2e_time", _whole), ("p_whole", "p_whole", fmt_rate),
+              ("p_train", "p_train", fmt_rate), ("p_core", "p_core", fmt_rate)),
+    "infer": (("e2e_time", "e2e_time", _one_decimal),
+              *((name, name, _one_decimal) for name in ("p_val_whole", "p_val_core",
+                                                        "p_infer_whole", "p_infer_core")),
+              ("latency_s", "latency", fmt_latency)),
+}
+SPREAD_ACCURACY = {"train": (("acc", "acc", _one_decimal),),
+                   "infer": (("acc_val", "acc_val", _two_decimals),
+                             ("acc_infer", "acc_infer", _two_decimals))}
+
+
+def _spread_central(row, lang):
+    fmt = row["fmt"]
+    if "mean_std" in row:
+        mean, std = row["mean_std"]
+        return f"{fmt(mean)} ± {fmt(std)}"
+    return fmt(row["stats"]["central"])
+
+
+def _spread_pct(row, lang):
+    """(max - min) / central in %; none for accuracy, whose spread is its std."""
+    spread = row["stats"]["spread"]
+    return None if "mean_std" in row or spread is None else f"{100 * spread:.1f}%"
+
+
+def _spread_config(row, lang):
+    rec = row["rec"]
+    return (_train_config if rec["case"] == "train" else _infer_config_cell)(rec, lang)
+
+
+SPREAD = (
+    column("model", lambda row, lang: row["rec"]["model"], zh="模型"),
+    column("case", lambda row, lang: row["rec"]["case"], zh="任务"),
+    column("config", _spread_config, zh="配置"),
+    column("precision", lambda row, lang: row["rec"].get("precision")),
+    column("figure", lambda row, lang: row["figure"], zh="指标"),
+    column("n", lambda row, lang: str(row["stats"]["n"])),
+    column("central", _spread_central, zh="中心值"),
+    column("min", lambda row, lang: row["fmt"](row["stats"]["min"]), zh="最小"),
+    column("max", lambda row, lang: row["fmt"](row["stats"]["max"]), zh="最大"),
+    column("spread", _spread_pct, zh="离散度"),
+    column("--seed", lambda row, lang: ",".join(str(s) for s in row["rec"]["repeats"]["seeds"]),
+           zh="随机种子"),
+)
+
+
+def _spread_figures(rec, runs):
+    """(name, format, the runs' values, whether it is an accuracy) of each figure of the
+    spread table that every run of the group has."""
+    found = [(*figure, False) for figure in SPREAD_FIGURES[rec["case"]]]
+    if rec["case"] == "infer" or shows_acc(rec):  # a training row's acc: its recipe's end
+        found += [(*figure, True) for figure in SPREAD_ACCURACY[rec["case"]]]
+    for key, name, fmt, accuracy in found:
+        values = [r["figures"].get(key) for r in runs]
+        if all(v is not None for v in values):
+            yield name, fmt, values, accuracy
+
+
+def spread_rows(records):
+    """The spread table's rows of these records (a record per group, repeats.summary),
+    training first: each figure of a group of two runs or more."""
+    rows = []
+    for rec in sorted(records, key=lambda r: r["case"] != "train"):
+        runs = (rec.get("repeats") or {}).get("runs")
+        for name, fmt, values, accuracy in (_spread_figures(rec, runs) if runs else ()):
+            row = {"rec": rec, "figure": name, "fmt": fmt, "stats": repeats.spread(values)}
+            if accuracy:
+                row["mean_std"] = repeats.mean_std(values)
+            rows.append(row)
+    return rows
+
 
 # the seed tables' header names, config left out (the comparison builds on them)
 TRAIN_COLUMNS = tuple(c[0] for c in TRAIN[1:])
@@ -357,6 +445,11 @@ TITLES = {  # section titles, en and zh
     "latency": ("Inference: batch-1 latency of the engine and its build",
                 "推理：引擎单样本延迟与构建时间"),
     "efficiency": ("Work and efficiency", "计算量与效率"),
+    "spread": ("Repeated runs: the spread of each figure (central: the median; from 5 runs "
+               "the mean without the fastest and the slowest; spread = (max - min) / central; "
+               "accuracy: mean ± std)",
+               "重复运行：各指标的离散度（中心值：中位数；5 次及以上去掉最快与最慢后取平均；"
+               "离散度 = (最大 - 最小) / 中心值；精度：均值 ± 标准差）"),
     "scaling": ("Scaling (p_core per device; efficiency = p_core / (devices x p_core at 1x1))",
                 "扩展性（每卡 p_core；效率 = p_core / (卡数 x 1x1 的 p_core)）"),
     "monitor": ("Hardware monitor (device cells '/' where no source answered)",
@@ -370,14 +463,19 @@ def title(key, lang, model=None):
 
 
 def tables(records, lang="en"):
-    """Every table the records give: one per model and case as the seeds have them, then
+    """Every table the records give: one per model and case as the seeds have them, each
+    group of repeated runs one row (common/repeats.py), the spread of those groups, then
     the extras (batch-1 latency, efficiency, scaling, hardware monitor)."""
+    records = repeats.summaries(records)
     parts = []
     for case, table in (("train", train_table), ("infer", infer_table)):
         of_case = [r for r in records if r["case"] == case]
         for model in dict.fromkeys(r["model"] for r in of_case):
             parts.append((title(case, lang, model),
                           table([r for r in of_case if r["model"] == model], lang)))
+    spread = spread_rows(records)
+    if spread:
+        parts.append((title("spread", lang), render(spread, SPREAD, lang)))
     measured = [r for r in records if "reference" not in r]  # the seeds have no extras
     inferred = sorted((r for r in measured if r["case"] == "infer"), key=seed_order)
     if inferred:
