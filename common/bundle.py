@@ -37,7 +37,8 @@ NAMES_A_FILE = re.compile(r"(_log|_file|table)$")  # a record's key whose value 
 def named_files(rec, path):
     """(key, absolute path) of each file the record at `path` names (console_log,
     mlperf_log, figures.profile.table, ...): a string under a key ending in _log, _file or
-    table that names an existing file, absolute or relative to the record's folder."""
+    table that names a file, absolute or relative to the record's folder; one that is not
+    there is said, and left out."""
     found = []
 
     def walk(node):
@@ -48,6 +49,9 @@ def named_files(rec, path):
                 full = os.path.join(os.path.dirname(path), value)
                 if os.path.isfile(full):
                     found.append((key, os.path.abspath(full)))
+                else:
+                    print(f"note: {path}: {key} {value} is not there; the bundle has "
+                          f"no copy of it", file=sys.stderr)
     walk(rec)
     return found
 

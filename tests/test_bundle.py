@@ -12,12 +12,14 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 
 import pytest
 from conftest import ROOT, run_script
 
 from common import console, plots, report
+from common.rederive import differs, rederive
 from common.errors import UserError
 
 TINY = ["--image-size", 32, "--batch-size", 4, "--max-steps", 3, "--warmup-steps", 1,
@@ -81,7 +83,8 @@ def test_the_console_log_is_beside_the_record_and_named_by_it(runs):
     assert f"record: {runs / name}" in log and "| CPU 1 node x 1 (1x1)" in log
 
 
-def test_a_bundle_verifies_with_one_line(bundle, runs, capsys):
+def test_a_bundle_verifies_with_one_line(bundle, runs, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where --verify extracts
     rec, name = the_record(runs)
     found = members(bundle)
     manifest = json.loads(found["manifest.json"])
@@ -92,6 +95,7 @@ def test_a_bundle_verifies_with_one_line(bundle, runs, capsys):
     code, out, err = verify(bundle, capsys)
     assert code == 0 and out.count("\n") == 1 and "all agree" in out, out + err
     assert " 0 figures" not in out
+    assert os.listdir(tmp_path) == []  # its temporary folder is gone, nothing else written
 
 
 def test_an_edited_figure_a_table_and_a_log_each_fail_by_name(bundle, runs, tmp_path, capsys):
@@ -214,3 +218,20 @@ def test_without_matplotlib_a_bundle_says_so_once_and_has_no_plots(runs, tmp_pat
     assert err.count("matplotlib is not installed") == 1
     assert not [m for m in members(path) if m.startswith("plots/")]
     assert verify(path, capsys)[0] == 0
+
+
+def test_an_inference_record_is_worked_out_from_its_passes():
+    rec = {"case": "infer", "world_size": 2, "data_source": "real", "weights_source": "published",
+           "figures": {
+               "val_pass": {"images": 50, "whole_s": 2.0, "core_s": 1.0, "top1_hits": 40},
+               "infer_pass": {"images": 50, "whole_s": 1.0, "core_s": 0.5, "top1_hits": 41},
+               "p_val_whole": 25.0, "p_val_core": 50.0, "p_infer_whole": 50.0,
+               "p_infer_core": 100.0, "acc_val": 80.0, "acc_infer": 82.0, "latency_s": 0.02,
+               "flops_per_image": 1e9, "tflops": 0.05, "mfu": 0.5, "peak_tflops": 0.1,
+               "e2e_clock": {"before_s": 0.0, "start": 10.0, "end": 15.5}, "e2e_time": 5.5}}
+    found = {cell: (mine, again) for cell, mine, again in rederive(rec)}
+    assert set(found) == {"p_val_whole", "p_val_core", "p_infer_whole", "p_infer_core",
+                          "acc_val", "acc_infer", "latency_s", "tflops", "mfu", "e2e_time"}
+    assert not [cell for cell, (mine, again) in found.items() if differs(mine, again)]
+    rec["figures"]["latency_s"] = 0.01  # 1 / (100 / 2 devices) is 0.02
+    assert [c for c, mine, again in rederive(rec) if differs(mine, again)] == ["latency_s"]
