@@ -66,12 +66,15 @@ def sha256(path):
 
 def _copy(src, root, stage, redactor, is_record):
     """src copied into stage/records/ where it lies under root (a file outside it goes to
-    records/_outside/); redacted on the way where asked; returns its member name."""
+    records/_outside/); redacted on the way where asked, its name too; returns its
+    member name."""
     rel = os.path.relpath(src, root)
     if rel == os.pardir or rel.startswith(os.pardir + os.sep):
         tag = hashlib.sha1(src.encode()).hexdigest()[:8]
         rel = os.path.join("_outside", f"{tag}-{os.path.basename(src)}")
     member = "/".join([RECORDS, *rel.split(os.sep)])
+    if redactor is not None:  # a folder's name can hold a host or user name too
+        member = redactor.text(member)
     dest = os.path.join(stage, *member.split("/"))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     if redactor is None:
@@ -212,6 +215,12 @@ def _manifest(path, into):
     return manifest
 
 
+def _listed(manifest, name, key):
+    """A manifest entry's sha256 or kind; None where the entry is not what --bundle writes."""
+    entry = manifest["files"].get(name)
+    return entry.get(key) if isinstance(entry, dict) else None
+
+
 def _hashes(manifest, members, into):
     """A line for each file whose sha256 is not the manifest's, missing, or unlisted."""
     found = {m.name for m in members} - {MANIFEST}
@@ -219,7 +228,7 @@ def _hashes(manifest, members, into):
     lines = [f"{name}: in the manifest, not in the bundle" for name in sorted(set(listed) - found)]
     lines += [f"{name}: in the bundle, not in the manifest" for name in sorted(found - set(listed))]
     for name in sorted(set(listed) & found):
-        if sha256(os.path.join(into, *name.split("/"))) != (listed[name] or {}).get("sha256"):
+        if sha256(os.path.join(into, *name.split("/"))) != _listed(manifest, name, "sha256"):
             lines.append(f"{name}: sha256 differs from the manifest's (the file was changed)")
     return lines
 
@@ -229,7 +238,12 @@ def _cells(records, into):
     lines, checked = [], 0
     for rec in records:
         name = os.path.relpath(rec["_path"], into).replace(os.sep, "/")
-        for cell, recorded, derived in rederive(rec):
+        try:
+            found = rederive(rec)
+        except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as e:
+            lines.append(f"{name}: its figures cannot be worked out ({type(e).__name__}: {e})")
+            continue
+        for cell, recorded, derived in found:
             checked += 1
             if differs(recorded, derived):
                 lines.append(f"{name}: {cell} is {recorded!r} in the record, its counts and "
@@ -267,7 +281,7 @@ def verify(path, load_records):
         _extract(path, members, into)
         manifest = _manifest(path, into)
         problems = _hashes(manifest, members, into)
-        listed = [m for m, v in manifest["files"].items() if (v or {}).get("kind") == "record"]
+        listed = [m for m in manifest["files"] if _listed(manifest, m, "kind") == "record"]
         records = load_records([os.path.join(into, RECORDS)]) \
             if os.path.isdir(os.path.join(into, RECORDS)) else []
         loaded = {os.path.relpath(r["_path"], into).replace(os.sep, "/") for r in records}
