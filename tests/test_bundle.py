@@ -88,8 +88,9 @@ def test_a_bundle_verifies_with_one_line(bundle, runs, capsys, tmp_path, monkeyp
     rec, name = the_record(runs)
     found = members(bundle)
     manifest = json.loads(found["manifest.json"])
-    assert {f"records/{name}", f"records/{rec['console_log']}", "tables.en.md",
-            "tables.zh.md"} <= set(manifest["files"])
+    assert {f"records/{name}", f"records/{rec['console_log']}", f"records/{rec['mlperf_log']}",
+            "tables.en.md", "tables.zh.md"} <= set(manifest["files"])
+    assert manifest["files"][f"records/{rec['mlperf_log']}"]["kind"] == "mlperf_log"
     assert manifest["suite_version"] == [rec["suite_version"]] and not manifest["redacted"]
     assert "训练" in found["tables.zh.md"].decode()
     code, out, err = verify(bundle, capsys)
