@@ -35,10 +35,23 @@ def process_age():
 E2E_START = time.perf_counter() - process_age()
 
 
+def e2e_clock(resumed=None):
+    """The readings e2e_time is made of, kept in the record so that it can be re-derived:
+    the seconds of the processes before a resume (`resumed`, the record's block) up to
+    their last checkpoint, and this process's start and now on the perf_counter clock."""
+    return {"before_s": (resumed or {}).get("e2e_before_s", 0.0), "start": E2E_START,
+            "end": time.perf_counter()}
+
+
+def e2e_seconds(clock):
+    """e2e_time from its readings (e2e_clock)."""
+    return clock["before_s"] + clock["end"] - clock["start"]
+
+
 def e2e_time(resumed=None):
     """Seconds since this process started, plus those of the processes before a resume
-    (`resumed`, the record's block) up to their last checkpoint."""
-    return (resumed or {}).get("e2e_before_s", 0.0) + time.perf_counter() - E2E_START
+    up to their last checkpoint."""
+    return e2e_seconds(e2e_clock(resumed))
 
 
 def rate(images, seconds):

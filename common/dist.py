@@ -144,5 +144,7 @@ def memory_figures(run, gather=True):
     peak = run.device.peak_memory()
     mine = [-1 if peak is None else peak]
     (most,) = max_all(run, mine) if gather else mine
+    total = run.device.total_memory()
     return {"mem_peak_gib": most / 1024 ** 3 if most >= 0 else None,
-            "mem_total_gib": run.device.total_memory() / 1024 ** 3}
+            "mem_total_gib": total / 1024 ** 3,
+            "mem_peak_bytes": int(most) if most >= 0 else None, "mem_total_bytes": total}

@@ -20,6 +20,7 @@ class Accuracy:
         self.top1 = torch.zeros((), dtype=torch.long, device=torch_device)
         self.top5 = torch.zeros((), dtype=torch.long, device=torch_device)
         self.images = 0  # this rank's
+        self.hits = {}   # top1_hits, top5_hits over every rank, once over_ranks has counted
 
     def add(self, logits, labels):
         top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -34,6 +35,7 @@ class Accuracy:
         no rank saw an image."""
         top1, top5, images, *sums = dist.sum_all(
             run, [self.top1.item(), self.top5.item(), self.images, *sums])
+        self.hits = {"top1_hits": int(top1), "top5_hits": int(top5)}  # the raw counts
         if not images:
             return (None, None, 0, *sums)
         return (100.0 * top1 / images, 100.0 * top5 / images, int(images), *sums)
@@ -79,4 +81,4 @@ def evaluate(model, loader, run, normalize, *, lockstep=False):
     tick(n, final=True)
     if n == 0:
         return {"top1": None, "top5": None, "loss": None, "images": 0}
-    return {"top1": top1, "top5": top5, "loss": loss / n, "images": n}
+    return {"top1": top1, "top5": top5, "loss": loss / n, "images": n, **accuracy.hits}

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from common import files
+from common import console, files
 from common.cli import check_flags
 from common.errors import UserError
 
@@ -26,15 +26,29 @@ def script(get_args_parser, main):
 def entry(main, parser, args):
     """Check the flags already parsed, then run main(args, parser) and exit with the code
     it returns (0, or None: the script ends as usual); a UserError ends in one line and
-    exit 2."""
+    exit 2. What rank 0 prints from then on is kept in --out too (common/console.py)."""
     try:
         check_flags(args, parser)
+    except UserError as e:
+        _user_error(e, args)
+    with console.kept(args):
+        return _run(main, parser, args)
+
+
+def _user_error(error, args):
+    """A user's mistake: its one line and exit 2 (with --debug, its traceback)."""
+    if args.debug:
+        raise error
+    tell_error(one_line(error))
+    quiet_exit(2)
+
+
+def _run(main, parser, args):
+    """main(args, parser) as entry runs it, its console kept."""
+    try:
         code = main(args, parser)
     except UserError as e:
-        if args.debug:
-            raise
-        tell_error(one_line(e))
-        quiet_exit(2)
+        _user_error(e, args)
     except Exception as e:
         rank, hangs = os.environ.get("RANK", "?"), waited_in_vain(e)
         if args.debug or not (hangs or lost_a_peer(e)):

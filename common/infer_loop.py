@@ -146,6 +146,7 @@ def timed_pass(model, loader, run, prep, warmup_batches, image_size, repeat=1, n
     return {"images": n, "whole_s": whole, "core_s": core, "window": (t0, t1),
             "timed_batches": len(timer.step_times),
             "p_whole": rate(n, whole), "p_core": rate(n, core), "top1": top1, "top5": top5,
+            **accuracy.hits,
             "batch_core_ms": {k: v * 1000 for k, v in percentiles(timer.step_times).items()}}
 
 

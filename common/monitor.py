@@ -231,6 +231,7 @@ def cells(g, images):
         "devices": int(g["devices"]), "samples": int(g["samples"]),
         "power_max_w": _scaled(g["power_max"]), "power_mean_w": _ratio(energy, g["device_s"]),
         "energy_j": energy, "energy_per_image_j": _ratio(energy, images),
+        "device_s": g["device_s"],  # seconds sampled, summed over devices: power_mean_w's
         "device_mem_peak_gib": _scaled(g["mem_max"], GiB),
         "device_util_mean_pct": _ratio(g["util_sum"], g["util_n"]),
         "device_temp_max_c": _scaled(g["temp_max"]),

@@ -21,8 +21,8 @@ import time
 import torch
 import torchvision
 
-from common import (cases, clocks, device, dist, exits, files, left_behind, make_dataset,
-                    mlperf_log, recipe, tables)
+from common import (cases, clocks, console, device, dist, exits, files, left_behind,
+                    make_dataset, mlperf_log, recipe, tables)
 from common.flops import efficiency
 
 GiB = 1024 ** 3
@@ -172,8 +172,9 @@ def record_name(record):
 
 def write_record(record, out_dir, name=None):
     """Write `record` as a new file in out_dir (as `name`, or a new record_name), never
-    over another; returns its path."""
-    return files.write_json(record, os.path.join(out_dir, name or record_name(record)))
+    over another; returns its path. It names the console log being kept, if any."""
+    return files.write_json(console.name_in(record, out_dir),
+                            os.path.join(out_dir, name or record_name(record)))
 
 
 # where a record goes when --out has stopped taking files since the run began
@@ -201,7 +202,8 @@ def finish(run, record, out_dir, writes=None):
     the record on rank 0 (on `writes`, where that is given), and beside it rank 0's
     MLPerf log of a training run, named after it; returns (the record's path, why it
     is not in out_dir or None)."""
-    record["figures"]["e2e_time"] = clocks.e2e_time(record["figures"].get("resumed"))
+    clock = clocks.e2e_clock(record["figures"].get("resumed"))
+    record["figures"].update(e2e_time=clocks.e2e_seconds(clock), e2e_clock=clock)
     record["finished"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     writes = run.is_main if writes is None else writes
     if not writes:

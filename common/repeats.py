@@ -28,7 +28,7 @@ import sys
 SEED_INDEPENDENT = ("seed", "out", "lang", "resume")
 # a record's fields that are one run's own, not what it ran
 RUN_ONLY = ("figures", "evals", "started", "finished", "command", "git_commit",
-            "recipe_complete", "error", "repeats", "mlperf_log", "_path")
+            "recipe_complete", "error", "repeats", "mlperf_log", "console_log", "_path")
 # figures whose group value is the highest of the runs, and those that are the mean;
 # every other number is the central figure
 HIGHEST = ("mem_peak_gib", "mem_total_gib", "power_max_w", "device_mem_peak_gib",

@@ -5,6 +5,7 @@ records render where only Python and tabulate are installed, in well under a sec
     python -m common.report runs/ [--lang zh] [--compare results/reference] [--plots OUT]
     python -m common.report runs/ --check    # read as a reviewer would (common/check.py)
     python -m common.report runs/ --failed-case vit_train --reason "..."   # run_all.sh's
+    python -m common.report runs/ --bundle runs.tar.gz [--redact]; --verify runs.tar.gz
 
 A record is read here and checked against the tables (common/tables.py) before any is
 rendered; --failed-case writes a record for a case that ended before writing its own
@@ -20,7 +21,7 @@ import sys
 
 from tabulate import tabulate
 
-from common import cases, check, compare, files, plots, repeats, scaling
+from common import bundle, cases, check, compare, files, plots, repeats, scaling
 from common.errors import UserError
 from common.flags import Parser
 from common.tables import (INFER_COLUMNS, MONITOR, TRAIN_COLUMNS, infer_row, monitor_rows,
@@ -52,7 +53,7 @@ case_arg.refuses = "vit"
 
 def get_args_parser():
     p = Parser(description="Render result tables from JSON records.")
-    p.add_argument("paths", nargs="+", help="record files or directories of them")
+    p.add_argument("paths", nargs="*", help="record files or directories of them")
     p.add_argument("--lang", choices=("en", "zh"), default="en")
     p.add_argument("--failed-case", type=case_arg, metavar="MODEL_CASE",
                    help="write a failed record for this run_all.sh case (e.g. vit_train) "
@@ -69,6 +70,15 @@ def get_args_parser():
     p.add_argument("--plots", metavar="OUTDIR",
                    help="also write PNGs (convergence, training loss and rate, scaling, "
                         "hardware monitor) to OUTDIR; needs matplotlib")
+    p.add_argument("--bundle", metavar="OUT.tar.gz",
+                   help="also pack the records, the logs they name, the tables and plots, "
+                        "with every file's sha256, into one file (docs/reliability.md)")
+    p.add_argument("--redact", action="store_true",
+                   help="with --bundle: drop host names, addresses, user names and data "
+                        "paths from the bundle's copies")
+    p.add_argument("--verify", metavar="BUNDLE",
+                   help="check a bundle: its hashes, every figure from its counts and "
+                        "clocks, its tables; exit 1 naming what differs")
     return p
 
 
@@ -209,9 +219,27 @@ def comparison(records, references, lang="en"):
     return "\n\n".join(parts)
 
 
+def _verify(path):
+    """--verify: 0 and one line when the bundle agrees, 1 naming what differs, 2 for a
+    file that is no bundle."""
+    try:
+        code, said = bundle.verify(path, load_records)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(said)
+    return code
+
+
 def main(argv=None):
     p = get_args_parser()
     a = p.parse_args(argv)
+    if a.verify:
+        return _verify(a.verify)
+    if not a.paths:
+        p.error("give record files or the --out directories of runs (or --verify BUNDLE)")
+    if a.redact and not a.bundle:
+        p.error("--redact: only with --bundle OUT.tar.gz")
     if a.failed_case:
         from common import record  # torch: the record names the device
         print(record.write_record(record.failed_case_record(a.failed_case, a.reason,
@@ -234,6 +262,8 @@ def main(argv=None):
         if a.plots:
             plots.pyplot()
             files.check_writable(a.plots, "--plots")
+        if a.bundle:
+            files.check_writable(os.path.dirname(os.path.abspath(a.bundle)), "--bundle")
         references = load_references(a.compare) if a.compare else None
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -243,6 +273,12 @@ def main(argv=None):
         print("\n" + comparison(records, references, a.lang))
     if a.plots:
         print("\nPlots\n\n" + "\n".join(plots.write_all(records, a.plots)))
+    if a.bundle:
+        try:
+            print("\n" + bundle.make(records, a.bundle, load_records, a.redact))
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
