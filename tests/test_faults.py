@@ -1,0 +1,39 @@
+"""What careful users break, beyond the common faults: a resume at the run's last step,
+another model's checkpoint, a stale launcher environment, Ctrl-C before the training
+loop, a foreign folder given to make_dataset, a record of odd shape, run_all's settings
+checked before its first case. Each ends in what was measured, or in one line."""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+from conftest import ROOT, run_script
+from test_nothing_lost import TINY, train_in_process
+
+from common import bench, exits, launcher, make_dataset, report
+from common.errors import UserError
+
+
+def records(out):
+    return [json.load(open(os.path.join(out, f))) for f in sorted(os.listdir(out))
+            if f.endswith(".json")]
+
+
+def test_a_resume_at_the_last_step_runs_no_step_past_it(tmp_path, capsys):
+    """A checkpoint at the run's last step (the final one kept, or a stop that came in
+    that step) goes on to the run's end: its evaluation and record, no extra step."""
+    assert train_in_process(tmp_path, "--keep-checkpoint") == 0
+    (final,) = [f for f in os.listdir(tmp_path / "checkpoints") if f.endswith("-final.pt")]
+    final = str(tmp_path / "checkpoints" / final)
+    assert train_in_process(tmp_path, "--resume", final) == 0
+    resumed = [r for r in records(tmp_path) if r["figures"]["resumed"]]
+    assert [r["figures"]["steps"] for r in resumed] == [3]
+    assert resumed[0]["figures"]["stopped"] == "max_steps"
+    capsys.readouterr()
+    # the same checkpoint for a model of another class count: the first key that differs
+    assert train_in_process(tmp_path, "--resume", final, "--num-classes", 4) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: --resume {final}: 'fc.weight' is (10, 2048), the model's is (4, 2048): a "
+        f"checkpoint of another model or class count; resume with the command that wrote "
+        f"it, or --resume never")
