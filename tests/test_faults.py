@@ -37,3 +37,27 @@ def test_a_resume_at_the_last_step_runs_no_step_past_it(tmp_path, capsys):
         f"error: --resume {final}: 'fc.weight' is (10, 2048), the model's is (4, 2048): a "
         f"checkpoint of another model or class count; resume with the command that wrote "
         f"it, or --resume never")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"RANK": "1", "WORLD_SIZE": "2"}, "RANK=1 of WORLD_SIZE=2 without MASTER_ADDR and "
+                                       "MASTER_PORT: launch with torchrun"),
+    ({"RANK": "0", "WORLD_SIZE": "two"}, "WORLD_SIZE='two': not a whole number"),
+    ({"RANK": "0", "LOCAL_RANK": ""}, "LOCAL_RANK='': not a whole number"),
+    ({"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"},
+     "RANK=2, LOCAL_RANK=0 do not fit WORLD_SIZE=2"),
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "x"}, "SLURM_NTASKS='x': not a whole number"),
+])
+def test_a_stale_launcher_environment_is_one_line(env, message):
+    with pytest.raises(UserError, match=message):
+        launcher.world_from_env(env)
+
+
+def test_a_stale_launcher_environment_through_the_script(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    proc = run_script(["resnet50/train.py", *TINY, "--out", tmp_path],
+                      env={**env, "RANK": "1", "WORLD_SIZE": "2"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: RANK=1 of WORLD_SIZE=2 without MASTER_ADDR and MASTER_PORT: launch with "
+        "torchrun (it sets them all), or unset RANK and WORLD_SIZE for one process"]
