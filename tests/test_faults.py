@@ -61,3 +61,18 @@ def test_a_stale_launcher_environment_through_the_script(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: RANK=1 of WORLD_SIZE=2 without MASTER_ADDR and MASTER_PORT: launch with "
         "torchrun (it sets them all), or unset RANK and WORLD_SIZE for one process"]
+
+
+def test_ctrl_c_outside_the_training_loop_is_one_line_and_exit_130(tmp_path, capsys):
+    from common import cli
+    parser = cli.train_parser("test", batch_size=4, global_batch=4, lr=0.01, epochs=1,
+                              target_acc=0, warmup_steps=1)
+    args = parser.parse_args(["--synthetic", "--max-steps", "3", "--warmup-steps", "1",
+                              "--out", str(tmp_path)])
+
+    def building_the_model(args, parser):
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as e:
+        exits.entry(building_the_model, parser, args)
+    assert e.value.code == 128 + signal.SIGINT
+    assert capsys.readouterr().err.startswith("error: stopped by Ctrl-C; no record was written")
