@@ -76,3 +76,18 @@ def test_ctrl_c_outside_the_training_loop_is_one_line_and_exit_130(tmp_path, cap
         exits.entry(building_the_model, parser, args)
     assert e.value.code == 128 + signal.SIGINT
     assert capsys.readouterr().err.startswith("error: stopped by Ctrl-C; no record was written")
+
+
+def test_make_dataset_leaves_a_folder_of_the_users_alone(tmp_path):
+    (tmp_path / "imagenet" / "train" / "n01440764").mkdir(parents=True)
+    with pytest.raises(SystemExit) as e:
+        make_dataset.main([str(tmp_path / "imagenet"), "--classes", "1"])
+    assert e.value.code == 2
+    assert not os.path.exists(tmp_path / "imagenet" / make_dataset.MARK)
+    assert os.listdir(tmp_path / "imagenet" / "train") == ["n01440764"]
+    # a dataset it wrote before is written again; a size that would not fit in memory is refused
+    tiny = ["--classes", "1", "--train-per-class", "1", "--val-per-class", "1", "--size", "8"]
+    make_dataset.main([str(tmp_path / "gen"), *tiny])
+    make_dataset.main([str(tmp_path / "gen"), *tiny])
+    with pytest.raises(SystemExit):
+        make_dataset.main([str(tmp_path / "big"), "--size", "100000"])
