@@ -91,3 +91,10 @@ def test_make_dataset_leaves_a_folder_of_the_users_alone(tmp_path):
     make_dataset.main([str(tmp_path / "gen"), *tiny])
     with pytest.raises(SystemExit):
         make_dataset.main([str(tmp_path / "big"), "--size", "100000"])
+
+
+def test_a_record_of_odd_shape_is_left_out_naming_it(tmp_path, capsys):
+    rec = {"case": "train", "model": "resnet50", "figures": {}, "device": 5}
+    (tmp_path / "odd.json").write_text(json.dumps(rec))
+    assert report.load_records([str(tmp_path)]) == []
+    assert "odd.json: a record these tables cannot show (TypeError" in capsys.readouterr().err
