@@ -98,3 +98,10 @@ def test_a_record_of_odd_shape_is_left_out_naming_it(tmp_path, capsys):
     (tmp_path / "odd.json").write_text(json.dumps(rec))
     assert report.load_records([str(tmp_path)]) == []
     assert "odd.json: a record these tables cannot show (TypeError" in capsys.readouterr().err
+
+
+def test_bench_engine_pays_takes_a_model_and_a_count():
+    for argv in (["resnet50", "many"], ["resnet5", "64"]):
+        with pytest.raises(SystemExit) as e:
+            bench.main(["--engine-pays", *argv])
+        assert e.value.code == 2
