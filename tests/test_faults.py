@@ -105,3 +105,19 @@ def test_bench_engine_pays_takes_a_model_and_a_count():
         with pytest.raises(SystemExit) as e:
             bench.main(["--engine-pays", *argv])
         assert e.value.code == 2
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"CASES": "resnet50_train resnet50_infr"}, "run_all: CASES: no case 'resnet50_infr'"),
+    ({"CASES": "resnet50_infer", "WEIGHTS_DIR": "FILE"}, "run_all: WEIGHTS_DIR=FILE: not a "
+                                                         "directory"),
+])
+def test_run_all_checks_its_settings_before_the_first_case(tmp_path, setting, message):
+    (tmp_path / "file").write_text("")
+    setting = {k: v.replace("FILE", str(tmp_path / "file")) for k, v in setting.items()}
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "NPROC": "1", **setting}
+    proc = subprocess.run(["bash", "run_all.sh"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "===" not in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        message.replace("FILE", str(tmp_path / "file")))
