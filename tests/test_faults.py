@@ -78,6 +78,14 @@ def test_ctrl_c_outside_the_training_loop_is_one_line_and_exit_130(tmp_path, cap
     assert capsys.readouterr().err.startswith("error: stopped by Ctrl-C; no record was written")
 
 
+def test_empty_weights_are_a_mistake_not_random_weights(tmp_path):
+    from common import cli
+    parser = cli.infer_parser("test")
+    args = parser.parse_args(["--synthetic", "--weights", "", "--out", str(tmp_path)])
+    with pytest.raises(UserError, match="--weights: empty; give the path of the weights file"):
+        cli.check_flags(args, parser)
+
+
 def test_make_dataset_leaves_a_folder_of_the_users_alone(tmp_path):
     (tmp_path / "imagenet" / "train" / "n01440764").mkdir(parents=True)
     with pytest.raises(SystemExit) as e:
