@@ -111,8 +111,12 @@ launch() {
 run_case() {
   local script=$1 weights=$2
   set --
-  if [ "$weights" != - ] && [ -n "${WEIGHTS_DIR:-}" ] && [ -f "$WEIGHTS_DIR/$weights" ]; then
-    set -- --weights "$WEIGHTS_DIR/$weights"
+  if [ "$weights" != - ] && [ -n "${WEIGHTS_DIR:-}" ]; then
+    if [ -f "$WEIGHTS_DIR/$weights" ]; then
+      set -- --weights "$WEIGHTS_DIR/$weights"
+    else
+      echo "=== weights: no $WEIGHTS_DIR/$weights: random weights, speed only"
+    fi
   fi
   case $script in
     */train.py) launch "$script" "$@" "${TRAIN_ARGS[@]}" ;;
@@ -141,6 +145,17 @@ if ! CASE_LINES=$("$PY" -m common.cases); then
   exit 1
 fi
 ALL_CASES=$(awk '{ printf "%s%s", sep, $1; sep = " " }' <<<"$CASE_LINES")
+# CASES and WEIGHTS_DIR are checked before the first case, not found wrong hours later
+for CASE in ${CASES:-}; do
+  if ! awk -v want="$CASE" '$1 == want { found = 1 } END { exit !found }' <<<"$CASE_LINES"; then
+    echo "run_all: CASES: no case '$CASE'; CASES takes: $ALL_CASES" >&2
+    exit 2
+  fi
+done
+if [ -n "${WEIGHTS_DIR:-}" ] && [ ! -d "$WEIGHTS_DIR" ]; then
+  echo "run_all: WEIGHTS_DIR=$WEIGHTS_DIR: not a directory; set it to the folder that holds the weights files (python -m common.cases names them)" >&2
+  exit 2
+fi
 FAILED=()
 echo "run_all: $MODE mode, ${NNODES}x${NPROC}, records in $OUT"
 # one run of CASE (with --seed SEED where SEED is set): its log, and a row with the reason
@@ -171,13 +186,7 @@ run_once() {
 }
 
 for CASE in ${CASES:-$ALL_CASES}; do
-  script=
   read -r _ script weights < <(awk -v want="$CASE" '$1 == want' <<<"$CASE_LINES")
-  if [ -z "$script" ]; then
-    echo "=== $CASE: no such case; CASES takes: $ALL_CASES" >&2
-    FAILED+=("$CASE")
-    continue
-  fi
   SEED= REPEAT_NOTE=
   if [ -z "${REPEAT:-}" ]; then
     run_once "$script" "$weights"

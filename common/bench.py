@@ -389,7 +389,11 @@ def main(argv=None, args=None):
     p = get_args_parser()
     a = args or p.parse_args(argv)
     if a.engine_pays:
-        print(*engine_pays(a.engine_pays[0], int(a.engine_pays[1])))
+        model, images = a.engine_pays
+        if model not in cases.folders() or not images.isdigit():
+            p.error(f"--engine-pays {model} {images}: give a model ({', '.join(cases.folders())}) "
+                    f"and a whole number of images")
+        print(*engine_pays(model, int(images)))
         return 0
     if not a.bare_loop:
         try:

@@ -30,6 +30,7 @@ import torch
 
 from common import dist, files
 from common.errors import UserError
+from common.weights import mismatch
 
 # flags that change how a run is carried out or reported, not what it computes
 OPERATIONAL = {"out", "resume", "keep_checkpoint", "checkpoint_every", "debug", "print_freq",
@@ -150,10 +151,11 @@ class Checkpointer:
         else:
             try:
                 self.model.load_state_dict(state["model"])
-            except RuntimeError as e:
-                raise UserError(f"--resume {path}: its model does not fit this one "
-                                f"({str(e).splitlines()[0][:120]}); resume with the command "
-                                f"that wrote it, or --resume never") from None
+            except RuntimeError:  # torch's message lists every key; the first one says it
+                raise UserError(f"--resume {path}: "
+                                f"{mismatch(state['model'], self.model.state_dict())}: a "
+                                f"checkpoint of another model or class count; resume with "
+                                f"the command that wrote it, or --resume never") from None
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])

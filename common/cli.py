@@ -218,8 +218,16 @@ def infer_parser(description, *, image_size=224, batch_size=256, channels_last=F
     a("--latency-calls", type=positive_int, default=100, help="timed batch-1 calls for p50/p90/p99")
     a("--synthetic-batches", type=positive_int, default=50,
       help="batches per pass with --synthetic")
-    p.rules += [check_compile_mode, check_engine]
+    p.rules += [check_compile_mode, check_engine, check_weights_given]
     return p
+
+
+def check_weights_given(args):
+    """`--weights ""` (a script's unset variable) is a mistake, not a wish for random
+    weights: those are asked for by leaving --weights out."""
+    if args.weights == "":
+        raise UserError("--weights: empty; give the path of the weights file, or leave "
+                        "--weights out for random weights (speed only)")
 
 
 def check_out(args):

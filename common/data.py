@@ -80,8 +80,10 @@ def image_folder(data_dir, split, transform):
         folder = torchvision.datasets.ImageFolder(root, transform=transform, loader=read_image,
                                                   is_valid_file=readable)
     except (FileNotFoundError, RuntimeError) as e:
-        said = str(e).split(" Supported extensions")[0].rstrip()
+        said = str(e).split(" Supported extensions")[0].rstrip(" .")
         fix = (" put images in every class folder or remove the empty ones" if "classes" in said
+               else f" {split}/ must hold one folder of images per class (archives such as "
+                    f"ImageNet's per-class .tar files extracted first)" if "class folder" in said
                else "")
         raise DataError(f"{root}: {said}{';' + fix if fix else ''}") from None
     folder.unread = unread  # by extension: the files of class folders that are not read

@@ -26,7 +26,9 @@ def script(get_args_parser, main):
 def entry(main, parser, args):
     """Check the flags already parsed, then run main(args, parser) and exit with the code
     it returns (0, or None: the script ends as usual); a UserError ends in one line and
-    exit 2. What rank 0 prints from then on is kept in --out too (common/console.py)."""
+    exit 2, a Ctrl-C that reaches here (common/stops.py takes the training loop's) in one
+    line and exit 130. What rank 0 prints from then on is kept in --out too
+    (common/console.py)."""
     try:
         check_flags(args, parser)
     except UserError as e:
@@ -49,6 +51,12 @@ def _run(main, parser, args):
         code = main(args, parser)
     except UserError as e:
         _user_error(e, args)
+    except KeyboardInterrupt:  # before the training loop takes Ctrl-C, or a second one
+        if args.debug:
+            raise
+        tell_error("stopped by Ctrl-C; no record was written: run the same command "
+                   "again (a training run resumes from its last checkpoint, if it wrote one)")
+        quiet_exit(128 + signal.SIGINT)
     except Exception as e:
         rank, hangs = os.environ.get("RANK", "?"), waited_in_vain(e)
         if args.debug or not (hangs or lost_a_peer(e)):

@@ -57,6 +57,16 @@ def write(root, classes=10, train_per_class=40, val_per_class=10, size=96, seed=
     return root
 
 
+def check_not_a_dataset(root):
+    """DIR is new, empty, or a dataset written here before: writing into a folder of the
+    user's (ImageNet itself, given by mistake) would add classes to it and mark it as
+    generated, and every record of a run on it would then say so."""
+    held = [name for name in os.listdir(root) if name != MARK] if os.path.isdir(root) else []
+    if held and not is_generated(root):
+        raise UserError(f"DIR {root}: holds {len(held)} entries that common.make_dataset did "
+                        f"not write (e.g. {sorted(held)[0]}); give a new or empty folder")
+
+
 class _DefaultsAndLayout(argparse.ArgumentDefaultsHelpFormatter,
                          argparse.RawDescriptionHelpFormatter):
     """Every flag's default in --help, and the description's lines as written."""
@@ -70,7 +80,7 @@ def get_args_parser():
                    help="training images per class")
     p.add_argument("--val-per-class", type=positive_int, default=10,
                    help="validation images per class")
-    p.add_argument("--size", type=number(int, low=8), default=96,
+    p.add_argument("--size", type=number(int, low=8, high=2048), default=96,
                    help="typical image side in pixels")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="the same seed writes the same images")
@@ -82,6 +92,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         check_writable(a.root, "DIR")
+        check_not_a_dataset(a.root)
     except UserError as e:
         p.error(str(e))
     write(a.root, a.classes, a.train_per_class, a.val_per_class, a.size, a.seed)

@@ -123,8 +123,8 @@ def _read_record(path):
     if not isinstance(rec, dict) or rec.get("case") not in ("train", "infer") \
             or not isinstance(rec.get("figures"), dict):
         return None, "not a result record of this suite (no case and figures)"
-    _fill_missing(rec)
     try:  # a record these tables cannot show is named here, not a traceback later
+        _fill_missing(rec)
         seed_table(rec["case"])([rec])
         render(monitor_rows([rec]), MONITOR)
         scaling.scaling_table([rec])

@@ -262,6 +262,9 @@ class Training:
     def epochs(self):
         """Epochs from where the state stands until the run stops: (Stop, the last epoch)."""
         first, skip = self.state.epoch, self.state.batch
+        if self.state.step >= self.total_steps and first < self.args.epochs:
+            # resumed at its last step (--max-steps): no step is left, only the epoch's end
+            return self.end_of_epoch(first), first
         epoch = first
         for epoch in range(first, self.args.epochs):
             self.mlperf.epoch_start(epoch)

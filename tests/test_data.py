@@ -72,6 +72,8 @@ def test_synthetic_loader_serves_one_device_batch():
     ("no_val", "val: missing"),
     ("empty_class", "n00000001"),
     ("other_classes", "class folders differ"),
+    ("class_archives", r"find any class folder in \S+; train/ must hold one folder of images "
+                       r"per class \(archives such as ImageNet's per-class .tar files extracted"),
 ])
 def test_dataset_mistakes_are_one_line_errors(tmp_path, mess, message):
     root = make_dataset.write(str(tmp_path / "d"), classes=2, train_per_class=2,
@@ -85,6 +87,10 @@ def test_dataset_mistakes_are_one_line_errors(tmp_path, mess, message):
             os.remove(os.path.join(root, "train", "n00000001", f))
     elif mess == "other_classes":
         os.rename(os.path.join(root, "val", "n00000001"), os.path.join(root, "val", "n00000009"))
+    elif mess == "class_archives":  # train/ as ImageNet's download has it, not extracted
+        for name in ("n00000000", "n00000001"):
+            shutil.rmtree(os.path.join(root, "train", name))
+            open(os.path.join(root, "train", name + ".tar"), "w").close()
     with pytest.raises(UserError, match=message) as e:
         train = data.image_folder(root, "train", None)
         data.check_same_classes(train, data.image_folder(root, "val", None))

@@ -29,10 +29,11 @@ def test_run_all_counts_the_records_of_an_out_named_like_a_pattern(tmp_path):
     out.mkdir()
     rec = SEED_000_RECORDS[0]
     record.write_record({**rec, "config": f"{rec['nodes']}x{rec['procs_per_node']}"}, str(out))
-    env = {**os.environ, "OUT": str(out), "NPROC": "1", "CASES": "no_such_case"}
+    # CASES of no name: no case runs, and the records already in OUT are rendered
+    env = {**os.environ, "OUT": str(out), "NPROC": "1", "CASES": " "}
     proc = subprocess.run(["bash", "run_all.sh"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     # the record already there is found and rendered, not 'the records are on ...'
     assert "A100 1 node x 8 (1x8)" in proc.stdout, proc.stdout + proc.stderr
 

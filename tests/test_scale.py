@@ -83,7 +83,8 @@ def test_srun_environment_without_torchrun(tmp_path):
 
 @pytest.mark.parametrize("env, world", [
     ({}, (0, 0, 1, 1)),
-    ({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}, (5, 1, 16, 8)),
+    ({"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8",
+      "MASTER_ADDR": "n1", "MASTER_PORT": "29500"}, (5, 1, 16, 8)),
     ({"SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_NTASKS": "16",
       "SLURM_TASKS_PER_NODE": "8(x2)", "MASTER_ADDR": "n1"}, (9, 1, 16, 8)),
     ({"SLURM_PROCID": "3", "SLURM_LOCALID": "3", "SLURM_NTASKS": "8", "SLURM_NNODES": "2",

@@ -312,8 +312,9 @@ def test_apple_mps_is_one_process_without_a_backend(monkeypatch):
     assert mps.calls == [("synchronize",)]
     assert d.peak_memory() == 5 * GiB and d.total_memory() == 48 * GiB
     assert d.device_count() == 1 and device.local_device_count() == 1
-    monkeypatch.setenv("RANK", "0")  # as torchrun sets it
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    for var, value in [("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", "29500")]:  # as torchrun sets them
+        monkeypatch.setenv(var, value)
     with pytest.raises(UserError, match="--device mps: Apple runs one process only"):
         device.select("mps")
 
