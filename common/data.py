@@ -234,7 +234,8 @@ def leave_stop_signals_to_the_rank(worker_id):
     would end its rank's batches wherever that rank was, before the ranks agree on a
     step to stop at (common/stops.py's StopRequest). A SIGTERM from the rank itself (the
     loader's or Python's shutdown of its workers) still ends the worker; where the OS
-    cannot tell who sent a signal (no sigwaitinfo), SIGTERM keeps its default."""
+    cannot tell who sent a signal (no sigwaitinfo), SIGTERM keeps its default. Nor does
+    it print a traceback for the rank's socket once the rank has ended."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):  # a closed terminal: the rank checkpoints, as for SIGTERM
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -242,6 +243,23 @@ def leave_stop_signals_to_the_rank(worker_id):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the threads after too
         threading.Thread(target=_end_on_sigterm_from, args=(os.getppid(),), daemon=True,
                          name="sigterm-from-rank").start()
+    sys.excepthook = _quiet_once_the_rank_is_gone(os.getppid(), sys.excepthook)
+
+
+def _quiet_once_the_rank_is_gone(rank_pid, said):
+    """The excepthook of a worker: a broken connection to a rank that has ended (killed
+    after a hang, say) is not told. A worker hands its batches' storage to the rank over
+    a socket, and Python's thread serving that socket prints the broken pipe through
+    sys.excepthook; the rank's own line already says what happened. The rank's exit
+    closes the socket a moment before the worker is re-parented, hence the short wait."""
+    def hook(kind, value, tb):
+        if issubclass(kind, (OSError, EOFError)):
+            for _ in range(40):
+                if os.getppid() != rank_pid:
+                    return
+                time.sleep(0.05)
+        said(kind, value, tb)
+    return hook
 
 
 def _end_on_sigterm_from(rank_pid):

@@ -172,3 +172,19 @@ def test_a_worker_outlives_stop_signals_but_not_its_rank():
     lines = proc.stdout.splitlines()
     assert lines[:1] == ["served True"], proc.stdout + proc.stderr
     assert lines[1].startswith("ended "), proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("kind, rank_gone, told", [
+    (BrokenPipeError, True, False),  # the rank's socket closed by its end: nothing to tell
+    (EOFError, True, False),
+    (BrokenPipeError, False, True),  # the rank still there: a real fault, told
+    (ValueError, True, True),  # not a broken connection: told whoever has gone
+])
+def test_a_worker_says_nothing_of_the_broken_pipe_to_a_rank_that_has_ended(
+        kind, rank_gone, told, monkeypatch):
+    seen = []
+    monkeypatch.setattr(data.time, "sleep", lambda s: None)
+    hook = data._quiet_once_the_rank_is_gone(os.getppid() + (1 if rank_gone else 0),
+                                              lambda *exc: seen.append(exc[0]))
+    hook(kind, kind("x"), None)
+    assert seen == ([kind] if told else [])
