@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from common import cases, repeats, tables
+from common import cases, columns, repeats, tables
 
 SEEDS_DIR = os.path.join(cases.ROOT, "results", "reference")
 ERROR, WARNING = "error", "warning"
@@ -69,7 +69,7 @@ def row_label(rec):
     size = f"{rec['nodes']}x{rec['procs_per_node']}"
     if rec["case"] == "infer":
         return f"{rec.get('precision')} {size}"
-    return size + (f" {tables.fmt_fix_hp(rec['fix_hp'])}" if rec.get("fix_hp") else "")
+    return size + (f" {columns.fmt_fix_hp(rec['fix_hp'])}" if rec.get("fix_hp") else "")
 
 
 def by_table(records):
@@ -200,7 +200,7 @@ def why_empty(rec, header):
         return f"the run is {rec['status']}" + (f": {rec['error']}" if rec.get("error") else "")
     if figures.get("why_empty") and field.startswith(("p_", "latency")):
         return figures["why_empty"]
-    kinds = tables.row_kinds(rec)
+    kinds = columns.row_kinds(rec)
     if field == "acc":
         for kind, why in NO_ACC.items():
             if kind in kinds:
@@ -249,7 +249,7 @@ def memory_findings(rec):
 def accuracy_findings(rec):
     """A training row shows acc only from a run that finished its recipe."""
     acc = rec["figures"].get("acc")
-    if rec["case"] != "train" or acc is None or not tables.shows_acc(rec) \
+    if rec["case"] != "train" or acc is None or not columns.shows_acc(rec) \
             or rec.get("recipe_complete") is True:
         return []
     mark = "missing" if "recipe_complete" not in rec else repr(rec["recipe_complete"])

@@ -24,8 +24,9 @@ from tabulate import tabulate
 from common import bundle, cases, check, compare, files, plots, repeats, scaling
 from common.errors import UserError
 from common.flags import Parser
+from common.columns import render
 from common.tables import (INFER_COLUMNS, MONITOR, TRAIN_COLUMNS, infer_row, monitor_rows,
-                           render, seed_table, tables, train_row)
+                           seed_table, tables, train_row)
 
 
 def config_arg(text):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from common import record, report, tables
+from common import columns, record, report
 from common.precision import PRECISIONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,11 +67,11 @@ def test_reference_record_is_complete_and_consistent(path):
         assert rec["figures"]["acc"] == (None if acc is None else
                                          pytest.approx(acc * 100 if acc < 1 else acc))
         assert rec["recipe_complete"] == (rec["figures"]["acc"] is not None)
-        assert tables.fmt_fix_hp(rec["fix_hp"]) == cells[2]
+        assert columns.fmt_fix_hp(rec["fix_hp"]) == cells[2]
         assert "engine" not in rec
     else:
         assert [number(c) for c in cells[3:8]] == [rec["figures"][k] for k in INFER_FIGURES[:5]]
-        assert tables.fmt_latency(rec["figures"]["latency_s"]) == cells[8]
+        assert columns.fmt_latency(rec["figures"]["latency_s"]) == cells[8]
         # acc as the seed writes it: inference / validation
         assert cells[9] == f"{rec['figures']['acc_infer']:.2f}/{rec['figures']['acc_val']:.2f}"
         assert rec["engine"] == "tensorrt" and rec["weights_source"] == "published"
@@ -100,7 +100,7 @@ def test_every_reference_record_renders(capsys):
     out = capsys.readouterr().out
     for rec in map(load, FILES):
         key = "p_core" if rec["case"] == "train" else "p_infer_core"
-        assert tables.fmt_rate(rec["figures"][key]) in out or f"{rec['figures'][key]:.1f}" in out
+        assert columns.fmt_rate(rec["figures"][key]) in out or f"{rec['figures'][key]:.1f}" in out
 
 
 def our_record(**changes):

@@ -22,6 +22,7 @@ LAYERS = [(*(script[:-3].replace("/", ".") for script in cases.scripts()),
           # no torch: the shim's data, the registry, the flags, the recipe's arithmetic, the
           # tables, the generated dataset (a record says whether it trained on one)
           ("common.kinds", "common.cases", "common.cli", "common.recipe", "common.tables",
+           "common.columns", "common.spread",
            "common.make_dataset")]
 LONGEST_FUNCTION = 60  # lines
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import ROOT
 
-from common import record, report, tables
+from common import columns, record, report, tables
 
 # seed 000 (ResNet50 training, A100), as its table prints them, every empty cell as "/"
 SEED_000_ROWS = """
@@ -49,16 +49,16 @@ def test_seed_000_table_from_records():
 
 
 def test_config_labels():
-    assert tables.config_label("A100", 1, 8, "zh") == "A100单机8卡（1x8）"
-    assert tables.config_label("A100", 1, 1, "zh") == "A100单机单卡（1x1）"
-    assert tables.config_label("A100", 2, 8, "zh") == "A100两机8卡（2x8）"
-    assert tables.config_label("H100", 2, 8) == "H100 2 nodes x 8 (2x8)"
+    assert columns.config_label("A100", 1, 8, "zh") == "A100单机8卡（1x8）"
+    assert columns.config_label("A100", 1, 1, "zh") == "A100单机单卡（1x1）"
+    assert columns.config_label("A100", 2, 8, "zh") == "A100两机8卡（2x8）"
+    assert columns.config_label("H100", 2, 8) == "H100 2 nodes x 8 (2x8)"
 
 
 def test_small_rates_keep_a_decimal():
-    assert tables.fmt_rate(23.14) == "23.1"
-    assert tables.fmt_rate(782.4) == "782"
-    assert tables.fmt_rate(None) == ""
+    assert columns.fmt_rate(23.14) == "23.1"
+    assert columns.fmt_rate(782.4) == "782"
+    assert columns.fmt_rate(None) == ""
 
 
 def test_failed_run_is_marked_in_its_row():

@@ -19,7 +19,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from common import device, kinds, monitor, record, tables, vendor_tools
+from common import columns, device, kinds, monitor, record, vendor_tools
 from common.dist import Run
 from common.errors import UserError
 from common.precision import PRECISIONS
@@ -223,7 +223,7 @@ def test_plugin_entry_calls_its_own_module(monkeypatch, device_type, plugin, api
     assert d.supported_precisions() == ("fp32", "amp", "fp16", "bf16")
     assert d.stack()[plugin] == f"{plugin}-stand-in-1.0" and d.stack()["vendor"] == vendor
     # the table names the vendor once
-    assert tables.infer_config(record.environment(Run(0, 0, 1, 1, d))) == f"{vendor} {label}"
+    assert columns.infer_config(record.environment(Run(0, 0, 1, 1, d))) == f"{vendor} {label}"
 
 
 def test_fp32_turns_off_ascends_hf32(monkeypatch):
@@ -415,7 +415,7 @@ def test_a_new_vendor_is_one_kind_entry(monkeypatch, tmp_path):
 
     env = record.environment(run)
     assert env["device"]["vendor"] == "Acme" and env["versions"]["stack"]["torch_acme"]
-    assert tables.infer_config(env) == "Acme A1"
+    assert columns.infer_config(env) == "Acme A1"
 
 
 # the shim: every other module asks it, and never names a vendor, chip API or backend
