@@ -1,13 +1,18 @@
 """Shared fixtures: a generated JPEG dataset, and helpers to run the scripts as a user would."""
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from common import make_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SCRATCH = tempfile.mkdtemp(prefix="suite-")  # what the scripts write where no test says
+atexit.register(shutil.rmtree, _SCRATCH, True)
 
 
 @pytest.fixture(scope="session")
@@ -18,13 +23,18 @@ def dataset(tmp_path_factory):
 
 
 def run_script(args, cwd=ROOT, timeout=600, nproc=None, env=None):
-    """Run a suite script as `python ...` or `torchrun --nproc_per_node N ...`."""
+    """Run a suite script as `python ...` or `torchrun --nproc_per_node N ...`; a model
+    script given no --out writes into a folder of the test run's, not into the clone's
+    runs/ (its console log, at least, would land there)."""
+    args = [str(a) for a in args]
+    if "--out" not in args and any(a.endswith(("/train.py", "/infer.py")) for a in args):
+        args += ["--out", tempfile.mkdtemp(prefix="runs-", dir=_SCRATCH)]
     cmd = [sys.executable]
     if nproc:
         cmd += ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                 "--master-port", str(_free_port())]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(cmd + [str(a) for a in args], cwd=cwd, capture_output=True,
+    return subprocess.run(cmd + args, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
 
 
