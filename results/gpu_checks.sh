@@ -12,7 +12,7 @@
 # tables: no step starts that its planned seconds would carry past that, and one still
 # running then is stopped (SIGTERM, then SIGKILL after 10 s). On a CPU, quick rehearses
 # every step at small sizes.
-# The plan, each step's expected seconds and how they were estimated: common/gpu_checks.py.
+# The plan, each step's expected seconds and how they were estimated: common/gpu_plan.py.
 # Exit: 0 every step ran and passed; 1 a step failed or was stopped; 3 none failed, but
 # some were skipped at the deadline; 2 a wrong mode, GPU_CHECKS_S or OUT.
 set -u
