@@ -25,9 +25,13 @@ EXTRA_ARGS=${EXTRA_ARGS:-}
 SEED0=${SEED0:-1}
 # settings that cannot run are said before anything starts
 if [ -n "${REPEAT:-}" ]; then
-  if ! [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || ! [[ $SEED0 =~ ^[0-9]+$ ]]; then
-    echo "run_all: REPEAT=$REPEAT SEED0=$SEED0: give REPEAT a count of runs (1 or more)" \
-         "and SEED0 a seed (0 or more)" >&2
+  # at most 9 digits each: bash's arithmetic stays exact, the last seed within --seed's range
+  if ! [[ $REPEAT =~ ^[1-9][0-9]{0,8}$ ]]; then
+    echo "run_all: REPEAT=$REPEAT: give REPEAT a count of runs, a whole number from 1 to 999999999" >&2
+    exit 2
+  fi
+  if ! [[ $SEED0 =~ ^[0-9]{1,9}$ ]]; then
+    echo "run_all: SEED0=$SEED0: give SEED0 the first seed, a whole number from 0 to 999999999" >&2
     exit 2
   fi
   if [[ " $EXTRA_ARGS " =~ " --seed" ]]; then
@@ -103,6 +107,7 @@ launch() {
   else
     rdzv=(--node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT")
   fi
+  stop_if_asked  # a signal during the test above
   "$PY" -m torch.distributed.run --nnodes "$NNODES" "${rdzv[@]}" --nproc-per-node "$NPROC" \
     "${argv[@]}"
 }
@@ -157,6 +162,27 @@ if [ -n "${WEIGHTS_DIR:-}" ] && [ ! -d "$WEIGHTS_DIR" ]; then
   exit 2
 fi
 FAILED=()
+# Ctrl-C, SIGTERM or SIGHUP reach the case's run too, which stops at its next step with a
+# checkpoint; run_all then stops there instead of starting the next run
+STOPPED=
+for sig in INT TERM HUP; do trap "STOPPED=$sig" "$sig"; done
+stop_if_asked() {
+  [ -z "$STOPPED" ] && return
+  local c on= rest=
+  for c in ${CASES:-$ALL_CASES}; do
+    [ "$c" = "$CASE" ] && on=1
+    [ -n "$on" ] && rest+="${rest:+ }$c"
+  done
+  if [ -n "${REPEAT:-}" ]; then
+    echo "run_all: stopped by SIG$STOPPED during $CASE, $REPEAT_NOTE; the same command goes" \
+         "on from there (a repeat with its finished record in OUT is not run again, the cut" \
+         "one resumes from its checkpoint)" >&2
+  else
+    echo "run_all: stopped by SIG$STOPPED during $CASE; to go on, run it again with" \
+         "CASES=\"$rest\" (a cut training run resumes from its checkpoint)" >&2
+  fi
+  exit $((128 + $(kill -l "$STOPPED")))
+}
 echo "run_all: $MODE mode, ${NNODES}x${NPROC}, records in $OUT"
 # one run of CASE (with --seed SEED where SEED is set): its log, and a row with the reason
 # where it ended before its record
@@ -168,6 +194,7 @@ run_once() {
   run_case "$script" "$weights" 2> >(tee "$log" >&2)
   rc=$?
   wait $! 2>/dev/null  # the tee, so the log is whole before it is read
+  stop_if_asked
   if [ $rc -ne 0 ]; then
     echo "=== $CASE${REPEAT_NOTE:+, $REPEAT_NOTE} FAILED (exit $rc)"
     FAILED+=("$CASE${SEED:+ (--seed $SEED)}")

@@ -22,6 +22,7 @@ import sys
 import tarfile
 import tempfile
 import zlib
+from collections import Counter
 
 from common import files, plots, redact
 from common.errors import UserError
@@ -32,6 +33,10 @@ MANIFEST = "manifest.json"
 RECORDS = "records"
 TABLES = {"en": "tables.en.md", "zh": "tables.zh.md"}
 NAMES_A_FILE = re.compile(r"(_log|_file|table)$")  # a record's key whose value is a file
+# what --verify extracts at most: far above a folder of records, logs and plots, far below
+# what fills a disk or takes hours to list
+MAX_MEMBERS = 10_000
+MAX_BYTES = 1 << 30
 
 
 def named_files(rec, path):
@@ -84,18 +89,27 @@ def _copy(src, root, stage, redactor, is_record):
     return member
 
 
-def _stage(records, stage, redactor):
+def _stage(records, stage, redactor, out):
     """The records and the files they name, laid out in stage/records/ as under their
-    common folder; returns {member: what it is}."""
+    common folder; returns {member: what it is}. Each is copied once and the bundle
+    holds the copy: a log still growing, or a record that appears meanwhile, leaves it
+    whole and agreeing with its manifest. A bundle `out` that is one of them (it would
+    be written over) or a file that cannot be read is a UserError."""
     homes = [os.path.dirname(os.path.abspath(r["_path"])) for r in records]
     root = os.path.commonpath(homes)
     kinds = {}
     for rec in records:
         src = os.path.abspath(rec["_path"])
-        kinds[_copy(src, root, stage, redactor, True)] = "record"
-        for key, named in named_files(rec, src):
-            if named != src:
-                kinds.setdefault(_copy(named, root, stage, redactor, False), key)
+        for key, named in [("record", src)] + [n for n in named_files(rec, src) if n[1] != src]:
+            if os.path.realpath(named) == os.path.realpath(out):
+                raise UserError(f"--bundle {out}: is {named}, which the bundle holds; give "
+                                f"the bundle a new name (e.g. runs.tar.gz)")
+            try:
+                kinds.setdefault(_copy(named, root, stage, redactor, key == "record"), key)
+            except OSError as e:
+                raise UserError(f"--bundle: {named}: cannot be read "
+                                f"({e.strerror or e}); was it moved while the bundle "
+                                f"was made? run --bundle again") from None
     return kinds
 
 
@@ -122,7 +136,7 @@ def make(records, out, load_records, redacting=False):
     the line that says what it holds."""
     redactor = redact.Redactor(records) if redacting else None
     with tempfile.TemporaryDirectory() as stage:
-        kinds = _stage(records, stage, redactor)
+        kinds = _stage(records, stage, redactor, out)
         staged = _tables_and_plots(stage, kinds, load_records)
         manifest = {
             "bundle": 1, "redacted": redacting,
@@ -169,19 +183,33 @@ def refused(member):
     return None
 
 
-def _members(path):
-    """The archive's members, every one checked before anything is read; a file that is
-    no bundle, or holds a member that may not be extracted, is a UserError naming it."""
+def _listing(path):
+    """The archive's members, read from their headers only; one past MAX_MEMBERS, or
+    more than MAX_BYTES in all, is a UserError before anything is extracted."""
+    members, size = [], 0
     try:
         with tarfile.open(path, "r:gz") as tar:
-            members = tar.getmembers()
+            while (m := tar.next()) is not None:
+                members.append(m)
+                size += m.size if m.isfile() else 0
+                if len(members) > MAX_MEMBERS or size > MAX_BYTES:
+                    raise UserError(f"--verify {path}: refused, nothing extracted: more "
+                                    f"than {MAX_MEMBERS} members or {MAX_BYTES >> 20} MiB "
+                                    f"in all, far more than --bundle writes")
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         why = " ".join(str(e).split()) or type(e).__name__
         raise UserError(f"--verify {path}: not a bundle: not a whole tar.gz ({why}); give "
                         f"a file that --bundle wrote") from None
+    return members
+
+
+def _members(path):
+    """The archive's members, every one checked before anything is read; a file that is
+    no bundle, or holds a member that may not be extracted, is a UserError naming it."""
+    members = _listing(path)
     bad = [f"{m.name!r} ({why})" for m in members if (why := refused(m))]
     names = [m.name for m in members if m.isfile()]
-    bad += [f"{n!r} (appears twice)" for n in sorted({n for n in names if names.count(n) > 1})]
+    bad += [f"{n!r} (appears twice)" for n, k in sorted(Counter(names).items()) if k > 1]
     if bad:
         raise UserError(f"--verify {path}: refused, nothing extracted: members "
                         f"{', '.join(bad)}")
@@ -204,12 +232,22 @@ def _extract(path, members, into):
                 shutil.copyfileobj(src, out)
 
 
+def _unique(pairs):
+    """A JSON object's keys, each once: a manifest that lists a file twice could hash one
+    copy and point the check at the other."""
+    twice = sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+    if twice:
+        raise ValueError(f"it lists {twice[0]!r} twice")
+    return dict(pairs)
+
+
 def _manifest(path, into):
     try:
         with open(os.path.join(into, MANIFEST), encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"--verify {path}: not a bundle: {MANIFEST} is not JSON ({e})") from None
+            manifest = json.load(f, object_pairs_hook=_unique)
+    except (UnicodeDecodeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        raise UserError(f"--verify {path}: not a bundle: {MANIFEST} is not JSON --bundle "
+                        f"writes ({e})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise UserError(f"--verify {path}: not a bundle: {MANIFEST} lists no files")
     return manifest
@@ -282,7 +320,8 @@ def verify(path, load_records):
         manifest = _manifest(path, into)
         problems = _hashes(manifest, members, into)
         listed = [m for m in manifest["files"] if _listed(manifest, m, "kind") == "record"]
-        records = load_records([os.path.join(into, RECORDS)]) \
+        # what is no record is named below by its manifest entry, not by a temporary path
+        records = load_records([os.path.join(into, RECORDS)], skipped=[]) \
             if os.path.isdir(os.path.join(into, RECORDS)) else []
         loaded = {os.path.relpath(r["_path"], into).replace(os.sep, "/") for r in records}
         problems += [f"{m}: not a record the tables can show" for m in listed if m not in loaded]

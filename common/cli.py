@@ -16,7 +16,7 @@ import re
 from common import files, recipe
 from common.errors import UserError
 from common.flags import (Parser, default_workers, non_negative_float, non_negative_int,
-                          positive_float, positive_int)
+                          number, positive_float, positive_int)
 from common.launcher import world_from_env
 from common.precision import choices_for, peak_tflops_arg
 
@@ -92,7 +92,8 @@ def _parser(description, *, data_help, batch_size, image_size, image_help, preci
       help="where JPEGs are decoded: host (the loader's workers), device (the batch on the "
            "device, nvJPEG on NVIDIA; other images still on the host), auto: device where "
            "its decoder works, host elsewhere (and on a CPU)")
-    a("--seed", type=non_negative_int, default=0)
+    # 32 bits: the samplers' generators take it with the epoch added, within 64 bits
+    a("--seed", type=number(int, low=0, high=2 ** 32 - 1), default=0)
     a("--device", default="auto", help="torch device type (cuda, cpu, ...); auto picks")
     a("--num-classes", type=positive_int, default=1000, help="classes with --synthetic")
     a("--out", default="runs", help="directory for the JSON result record")

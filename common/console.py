@@ -7,7 +7,8 @@ The log's name is known from the start (the record's only at the end):
 relative to the record's folder. Other ranks print as before and keep no file (torchrun's
 `--log-dir` keeps every rank's). A Python-level copy: what C++ code writes to the file
 descriptors directly is not in it. A write to the log that fails never stops the run:
-the log is dropped with one warning and the run goes on printing.
+the log is dropped with one warning and the run goes on printing; nor does a write to a
+terminal that closed or a pipe whose reader died (the log still takes it).
 """
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ class Tee:
         self.stream, self.log, self.warn = stream, log, warn
 
     def write(self, text):
-        written = self.stream.write(text)
+        try:
+            written = self.stream.write(text)
+        except OSError:  # the terminal closed, or run_all's tee was killed: the log and
+            written = len(text)  # the record still get what the run has to say
         if self.log["file"] is not None:
             try:
                 self.log["file"].write(text)
@@ -48,7 +52,8 @@ class Tee:
         return written
 
     def flush(self):
-        self.stream.flush()
+        with contextlib.suppress(OSError):
+            self.stream.flush()
         with contextlib.suppress(OSError, ValueError, AttributeError):
             self.log["file"].flush()
 

@@ -264,7 +264,11 @@ def main(argv=None):
             plots.pyplot()
             files.check_writable(a.plots, "--plots")
         if a.bundle:
-            files.check_writable(os.path.dirname(os.path.abspath(a.bundle)), "--bundle")
+            if os.path.isdir(a.bundle):
+                raise UserError(f"--bundle {a.bundle}: is a directory; give the bundle's "
+                                f"file name, e.g. {os.path.join(a.bundle, 'runs.tar.gz')}")
+            files.check_writable(os.path.dirname(os.path.abspath(a.bundle)),
+                                 "--bundle's folder")
         references = load_references(a.compare) if a.compare else None
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -236,3 +236,74 @@ def test_an_inference_record_is_worked_out_from_its_passes():
     assert not [cell for cell, (mine, again) in found.items() if differs(mine, again)]
     rec["figures"]["latency_s"] = 0.01  # 1 / (100 / 2 devices) is 0.02
     assert [c for c, mine, again in rederive(rec) if differs(mine, again)] == ["latency_s"]
+
+
+def test_a_bundle_too_large_to_be_one_or_listing_a_file_twice_is_refused(bundle, tmp_path,
+                                                                         capsys, monkeypatch):
+    """A member declaring more bytes than MAX_BYTES, more members than MAX_MEMBERS, or a
+    manifest that names a file twice (its first hash faked, its last true): one line,
+    exit 2, nothing extracted; the limits are read from the headers, before any data."""
+    from common import bundle as bundling
+    found = members(bundle)
+    name = next(n for n in found if n.endswith(".json") and n.startswith("records/"))
+    listed = json.loads(found["manifest.json"])["files"]
+    twice = json.dumps({"files": {name: {"sha256": "0" * 64, "kind": "record"}}})[:-2] + \
+        ", " + json.dumps({"files": listed})[len('{"files": {'):]
+    write_bundle(tmp_path / "twice.tar.gz", {**found, "manifest.json": twice.encode()})
+    write_bundle(tmp_path / "many.tar.gz", {**found, **{f"records/m/{i}": b"" for i in range(30)}})
+    monkeypatch.setattr(bundling, "MAX_MEMBERS", 25)
+    for case, said in (("twice", f"lists {name!r} twice"), ("many", "more than 25 members")):
+        code, out, err = verify(tmp_path / f"{case}.tar.gz", capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1 and said in err, (case, err)
+    monkeypatch.setattr(bundling, "MAX_MEMBERS", 10_000)
+    monkeypatch.setattr(bundling, "MAX_BYTES", max(len(v) for v in found.values()) - 1)
+    code, out, err = verify(bundle, capsys)
+    assert code == 2 and "nothing extracted" in err and "MiB in all" in err
+
+
+def test_bundle_never_writes_over_what_it_packs_and_says_where_it_cannot_go(runs, tmp_path,
+                                                                           capsys):
+    """--bundle given a record's own path, a folder, a path under a file: one line, exit
+    2, the record whole; a bundle written into the folder it packs verifies, and the
+    next bundle of that folder does not pack it."""
+    rec, name = the_record(runs)
+    before = (runs / name).read_bytes()
+    for out, said in ((runs / name, "which the bundle holds"), (runs, "is a directory"),
+                      (runs / name / "b.tar.gz", "a file stands where the directory should be")):
+        assert report.main([str(runs), "--bundle", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    assert (runs / name).read_bytes() == before
+    inside = runs / "inside.tar.gz"
+    try:
+        assert report.main([str(runs), "--bundle", str(inside)]) == 0
+        assert report.main([str(runs), "--bundle", str(tmp_path / "again.tar.gz")]) == 0
+        assert verify(inside, capsys)[0] == 0
+        assert not any("inside" in m for m in members(tmp_path / "again.tar.gz"))
+    finally:
+        inside.unlink()
+
+
+def test_a_folder_a_run_still_writes_into_bundles_whole_and_verifies(runs, tmp_path, capsys,
+                                                                     monkeypatch):
+    """While --bundle copies, the console log grows and a new record appears: the bundle
+    holds the copies it hashed (the log as it was when copied; the new record left for
+    the next bundle), and verifies."""
+    from common import bundle as bundling
+    folder = tmp_path / "live"
+    shutil.copytree(runs, folder)
+    rec, name = the_record(folder)
+    copy = bundling._copy
+
+    def copy_while_a_run_writes(src, *args):
+        member = copy(src, *args)
+        with open(folder / rec["console_log"], "a") as log:
+            log.write("a line printed while the bundle was made\n")
+        (folder / f"new-{len(os.listdir(folder))}.json").write_text((folder / name).read_text())
+        return member
+    monkeypatch.setattr(bundling, "_copy", copy_while_a_run_writes)
+    path = tmp_path / "live.tar.gz"
+    assert report.main([str(folder), "--bundle", str(path)]) == 0
+    assert "bundle: " in capsys.readouterr().out
+    assert sum(m.endswith(".json") and m.startswith("records/") for m in members(path)) == 1
+    assert verify(path, capsys)[0] == 0

@@ -1,6 +1,7 @@
 """The MLPerf log beside a training record: MLPerf's own compliance checker accepts it
 (ResNet50 under MLPerf's rules, MobileNetV2 under the suite's rules file), its run
 lasts the record's e2e_time, and a run without mlperf_logging says so in one line."""
+import errno
 import glob
 import importlib.util
 import json
@@ -147,4 +148,22 @@ def test_a_record_written_by_another_rank_than_a_lost_rank_0_says_why_it_has_no_
     mlperf_log.written(run, record, "stem", str(tmp_path))
     assert record["mlperf_log"] is None and "rank 0" in record["mlperf_log_why"]
     assert capsys.readouterr().out.count("no MLPerf log written: ") == 1
+    assert os.listdir(tmp_path) == []
+
+
+@needs_mlperf_logging
+def test_a_log_the_disk_refuses_is_one_line_and_the_record_says_why(tmp_path, monkeypatch,
+                                                                     capsys):
+    """The disk takes the record but not the log (full, read-only): the run says so in
+    one line and its record keeps why, as without the package; no file is left behind."""
+    def full(path, write, binary=False):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+    monkeypatch.setattr(mlperf_log.files, "write_atomically", full)
+    record = a_record()
+    run = types.SimpleNamespace(is_main=True, mlperf_log=a_run_log())
+    mlperf_log.written(run, record, "stem", str(tmp_path))
+    said = capsys.readouterr().out
+    assert said == (f"no MLPerf log written: {tmp_path / 'stem.mlperf.log'}: cannot be "
+                    f"written: the disk is full (ENOSPC); free space there\n")
+    assert record["mlperf_log"] is None and "ENOSPC" in record["mlperf_log_why"]
     assert os.listdir(tmp_path) == []

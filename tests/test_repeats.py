@@ -4,7 +4,10 @@ import argparse
 import glob
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 from conftest import ROOT, _free_port
@@ -125,7 +128,12 @@ def test_a_repeat_has_its_record_only_with_the_same_command_and_size(tmp_path):
 
 
 @pytest.mark.parametrize("settings, why", [
-    ({"REPEAT": "0"}, "give REPEAT a count of runs"),
+    ({"REPEAT": "0"}, "REPEAT=0: give REPEAT a count of runs"),
+    ({"REPEAT": "-1"}, "REPEAT=-1: give REPEAT a count of runs"),
+    ({"REPEAT": "abc"}, "REPEAT=abc: give REPEAT a count of runs"),
+    # past bash's 64-bit arithmetic, or seeds past --seed's range
+    ({"REPEAT": "99999999999999999999"}, "a whole number from 1 to 999999999"),
+    ({"REPEAT": "2", "SEED0": "18446744073709551615"}, "SEED0=18446744073709551615: give SEED0"),
     ({"REPEAT": "2", "EXTRA_ARGS": "--seed 4"}, "set SEED0 instead")])
 def test_run_all_refuses_a_repeat_it_cannot_run_in_one_line(tmp_path, settings, why):
     env = {**os.environ, "OUT": str(tmp_path), "NPROC": "1", "CASES": "resnet50_train",
@@ -165,3 +173,73 @@ def test_run_all_repeats_and_started_again_runs_only_the_missing_repeats(dataset
     spread = found[tables.title("spread", "en")][1]
     assert [r[4] for r in spread] == ["e2e_time", "p_whole", "p_train", "p_core"]
     assert all(r[5] == "2" and r[-1] == "1,2" for r in spread)
+
+
+TINY_TRAIN = ("--image-size 32 --batch-size 4 --max-steps 40 --warmup-steps 1 --workers 0 "
+              "--eval-every 0 --checkpoint-every 4steps --print-freq 1")
+
+
+def start_until(cmd, env, line, **kw):
+    """cmd started in a session of its own (as a terminal's job is), read until its
+    stdout has `line`; returns the process."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    for said in proc.stdout:
+        if line in said:
+            return proc
+    raise AssertionError(f"{line!r} never came: {proc.communicate()}")
+
+
+def test_ctrl_c_during_a_repeat_stops_run_all_and_the_same_command_goes_on(dataset, tmp_path):
+    """Ctrl-C (SIGINT to the job's processes, as a terminal sends it) in repeat 1 of 2:
+    the run checkpoints, run_all starts no other repeat and says how to go on, exit
+    130; the same command then resumes the cut repeat."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DATA_DIR": str(dataset), "NPROC": "1",
+           "OUT": str(tmp_path), "CASES": "mobilenetv2_train", "REPEAT": "1",
+           "MASTER_PORT": str(_free_port()), "EXTRA_ARGS": TINY_TRAIN}
+    proc = start_until(["bash", "run_all.sh"], {**env, "REPEAT": "2"}, "step 5/40")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert ("run_all: stopped by SIGINT during mobilenetv2_train, repeat 1 of 2 (--seed 1); "
+            "the same command goes on from there") in err
+    assert "repeat 2 of 2" not in out and "FAILED" not in out
+    (rec,) = [json.load(open(f)) for f in glob.glob(os.path.join(glob.escape(str(tmp_path)), "*.json"))]
+    assert rec["status"] == "incomplete" and "SIGINT" in rec["error"]
+    again = subprocess.run(["bash", "run_all.sh"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "resuming from" in again.stdout, again.stdout[-3000:]
+
+
+def test_a_rank_whose_torchrun_is_killed_stops_with_its_checkpoint_and_record(dataset, tmp_path):
+    """torchrun starts each rank in a session of its own: a SIGKILL to torchrun (or to
+    run_all.sh's process group) reaches no rank. The rank then stops as on SIGTERM, so
+    that it trains on unseen no longer while the same command runs again."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
+           "--master-port", str(_free_port()), "mobilenetv2/train.py", "--data-dir",
+           str(dataset), *TINY_TRAIN.replace("40", "400", 1).split(), "--out", str(tmp_path)]
+    proc = start_until(cmd, {**os.environ, "OMP_NUM_THREADS": "1"}, "step 5/400")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()  # the rank's stdout and stderr now lead nowhere
+    proc.stderr.close()
+    deadline = time.time() + 60
+    while not glob.glob(os.path.join(glob.escape(str(tmp_path)), "*.json")):
+        assert time.time() < deadline, "the rank wrote no record after its torchrun died"
+        time.sleep(0.2)
+    (path,) = glob.glob(os.path.join(glob.escape(str(tmp_path)), "*.json"))
+    rec = json.load(open(path))
+    assert rec["status"] == "incomplete" and "SIGTERM" in rec["error"], rec.get("error")
+    assert glob.glob(os.path.join(glob.escape(str(tmp_path)), "checkpoints", "*.pt"))
+
+
+def test_a_seed_past_32_bits_is_refused_in_one_line(capsys):
+    """SEED0 + REPEAT reach --seed: past 32 bits the samplers' generators would overflow
+    (a traceback from torch); it is refused while parsing instead."""
+    from common import cli
+    parser = cli.train_parser("test", batch_size=4, global_batch=4, lr=0.01, epochs=1,
+                              target_acc=0, warmup_steps=1)
+    assert parser.parse_args(["--synthetic", "--seed", str(2 ** 32 - 1)]).seed == 2 ** 32 - 1
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--synthetic", "--seed", str(2 ** 32)])
+    assert e.value.code == 2 and "at most 4294967295" in capsys.readouterr().err
