@@ -191,7 +191,10 @@ run_once() {
   echo "=== $CASE${REPEAT_NOTE:+, $REPEAT_NOTE}"
   mkdir -p "$OUT/logs"
   before=$(records)
-  run_case "$script" "$weights" 2> >(tee "$log" >&2)
+  # the tee ignores the job's signals: it ends with the case's stderr, so the lines a
+  # stopping run prints after Ctrl-C reach the log and the terminal, and the case is the
+  # one child a signal stops
+  run_case "$script" "$weights" 2> >(trap '' INT TERM HUP; exec tee "$log" >&2)
   rc=$?
   wait $! 2>/dev/null  # the tee, so the log is whole before it is read
   stop_if_asked

@@ -206,6 +206,9 @@ def test_ctrl_c_during_a_repeat_stops_run_all_and_the_same_command_goes_on(datas
     assert "repeat 2 of 2" not in out and "FAILED" not in out
     (rec,) = [json.load(open(f)) for f in glob.glob(os.path.join(glob.escape(str(tmp_path)), "*.json"))]
     assert rec["status"] == "incomplete" and "SIGINT" in rec["error"]
+    # the case's log goes on past the signal, to what the stopping run said last
+    with open(tmp_path / "logs" / "mobilenetv2_train-seed1.stderr") as f:
+        assert "stopped by SIGINT at step" in f.read()
     again = subprocess.run(["bash", "run_all.sh"], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0 and "resuming from" in again.stdout, again.stdout[-3000:]
