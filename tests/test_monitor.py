@@ -203,12 +203,12 @@ def test_visible_ids_follow_the_visible_devices(monkeypatch):
     assert kinds.kind_of_type("cuda").visible_ids(3) == ["0", "1", "2"]
 
 
-def test_train_loop_puts_the_summary_in_its_figures():
+def test_train_loop_puts_the_summary_in_its_figures(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
     batches = [(torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), torch.randint(0, 4, (4,)))
                for _ in range(6)]
-    args = loop_args("runs", print_freq=100, monitor_interval=0.02)
+    args = loop_args(tmp_path, print_freq=100, monitor_interval=0.02)
     figures, _ = train_loop.train(
         cpu_run(), args, model, torch.optim.SGD(model.parameters(), lr=0.01),
         train_loader=batches, val_loader=None, normalize=lambda x: x.float() / 255,
