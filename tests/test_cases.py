@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT, _free_port, load_script
 
@@ -182,19 +183,22 @@ def test_a_fifth_model_is_its_folder_and_one_entry(tmp_path):
                 if json.loads(p.read_text())["case"] == "infer"]
     assert infer["model"] == "tinynet" and infer["weights"] == str(tmp_path / "weights" /
                                                                    "tinynet-0000.pth")
-    # benched: its infer.py's two passes, the goal from its entry. The build is switched
-    # off (minutes on a CPU): what runs is the bench's path for a new model, not an engine
-    # (tests/test_bench.py builds one)
+    # benched: its infer.py's two passes, the goal from its entry, the engine built (a few
+    # layers compile in seconds) and the row's rates, build and bound
     bench_argv = ["--only", "engine", "--models", "tinynet", "--repeat", 1, "--steps", 2,
                   "--image-size", 32, "--batch-size", 4, "--matmul-size", 64,
                   "--out", tmp_path / "b"]
     proc = subprocess.run([sys.executable, "-m", "common.bench", *map(str, bench_argv)],
-                          cwd=root, env={**env, "TORCH_COMPILE_DISABLE": "1"},
+                          cwd=root, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (bench,) = [json.loads(p.read_text()) for p in (tmp_path / "b").glob("*.json")]
     (row,) = bench["rows"]
     assert row["model"] == "tinynet" and row["goal"] == 1.5 and row["ours"] > 0
+    assert row["precision"] == "fp32" and row["build_s"] > 0 and row["matmul_flops"] > 0
+    assert row["ratio"] == row["ours"] / row["reference"]
+    assert row["bound"] == pytest.approx(1 / row["eager_share"])
+    assert "of the fp32 matmul rate" in row["note"] and "room for about" in row["note"]
     # and the GPU check plans its training step
     proc = subprocess.run([sys.executable, "-c", "from common.gpu_plan import Plan; print(*("
                            f"s.name for s in Plan({CPU!r}, 'o', 'd').quick()))"], cwd=root,
