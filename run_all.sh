@@ -197,6 +197,9 @@ run_once() {
   run_case "$script" "$weights" 2> >(trap '' INT TERM HUP; exec tee "$log" >&2)
   rc=$?
   wait $! 2>/dev/null  # the tee, so the log is whole before it is read
+  # bash skips its INT trap when the child caught SIGINT and exited by itself (torchrun
+  # does): the run's own line then says which signal stopped it
+  [ -n "$STOPPED" ] || [ $rc -eq 0 ] || STOPPED=$(sed -nE 's/.*stopped by SIG(INT|TERM|HUP) at step.*/\1/p' "$log" | tail -n 1)
   stop_if_asked
   if [ $rc -ne 0 ]; then
     echo "=== $CASE${REPEAT_NOTE:+, $REPEAT_NOTE} FAILED (exit $rc)"
